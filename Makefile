@@ -1,0 +1,46 @@
+# Entry points for people and CI. `make lab` and `make test` set up everything they need.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+.PHONY: bootstrap dev test test-app lint molecule lab lab-down lab-release \
+        bench-app bench-lab bench-deploy bench-backup
+
+bootstrap:
+	@scripts/bootstrap.sh
+
+## dev: run the app on http://127.0.0.1:8000 with local PostgreSQL, Redis and localstripe
+dev: bootstrap
+	$(PY) scripts/dev.py
+
+## test: every test stage, each one timed (what CI runs)
+test: bootstrap
+	@scripts/test.sh
+
+test-app: bootstrap
+	$(PY) -m pytest tests/app tests/test_support_services.py
+
+lint: bootstrap
+	yamllint .
+	ansible-lint --profile production
+
+molecule: bootstrap
+	@scripts/molecule-roles.sh
+
+## lab: the whole stack in local containers, then the URL
+lab: bootstrap
+	@scripts/lab.sh up
+
+lab-down: bootstrap
+	@scripts/lab.sh down
+
+lab-release: bootstrap
+	@scripts/lab.sh release "$(VERSION)"
+
+bench-app: bootstrap
+	$(PY) scripts/bench_app.py
+
+bench-lab: bootstrap
+	@scripts/lab.sh bench

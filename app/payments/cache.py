@@ -1,0 +1,31 @@
+"""Redis: one client per process, plus small JSON get/set helpers for caches."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from payments.config import Settings
+
+
+def create_redis(settings: Settings) -> aioredis.Redis:
+    """A client with short timeouts: a hung Redis must fail requests fast, not pile them up."""
+    return aioredis.from_url(
+        settings.redis_url,
+        decode_responses=True,
+        max_connections=settings.redis_max_connections,
+        socket_connect_timeout=2,
+        socket_timeout=2,
+        health_check_interval=30,
+    )
+
+
+async def get_json(redis: aioredis.Redis, key: str) -> Any | None:
+    raw = await redis.get(key)
+    return None if raw is None else json.loads(raw)
+
+
+async def set_json(redis: aioredis.Redis, key: str, value: Any, ttl_seconds: int) -> None:
+    await redis.set(key, json.dumps(value, separators=(",", ":")), ex=ttl_seconds)

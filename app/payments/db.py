@@ -1,0 +1,61 @@
+"""PostgreSQL: the connection pool the app shares, and schema migrations.
+
+Migrations are plain SQL files in `payments/migrations/`, applied by yoyo. Two hosts
+may run `python -m payments migrate` at once during a deploy: each run first takes a
+PostgreSQL advisory lock, so the second waits and then finds nothing left to apply.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+from yoyo import get_backend, read_migrations
+
+from payments.config import Settings
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# A fixed 64-bit key shared by every process that migrates this schema.
+MIGRATION_LOCK_KEY = zlib.crc32(b"payments.db.migrate")
+
+
+def create_pool(settings: Settings) -> AsyncConnectionPool:
+    """An unopened pool (the lifespan opens it) whose connections return dict rows."""
+    return AsyncConnectionPool(
+        settings.database_url,
+        min_size=settings.db_pool_min_size,
+        max_size=settings.db_pool_max_size,
+        kwargs={"row_factory": dict_row, "connect_timeout": 5},
+        # A request waits this long for a free connection before the 503 handler answers.
+        timeout=10,
+        open=False,
+        name="payments",
+    )
+
+
+def _yoyo_url(database_url: str) -> str:
+    # yoyo picks its driver from the scheme; psycopg 3 is the one installed.
+    _, rest = database_url.split("://", 1)
+    return f"postgresql+psycopg://{rest}"
+
+
+def migrate(database_url: str) -> list[str]:
+    """Apply every pending migration; returns the ids applied (empty when up to date)."""
+    with psycopg.connect(database_url, autocommit=True) as lock_conn:
+        # Session-level lock, held until released below or this connection closes.
+        lock_conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+        try:
+            # get_backend creates yoyo's bookkeeping tables, so it runs under the lock too.
+            backend = get_backend(_yoyo_url(database_url))
+            try:
+                pending = backend.to_apply(read_migrations(str(MIGRATIONS_DIR)))
+                with backend.lock():
+                    backend.apply_migrations(pending)
+                return [migration.id for migration in pending]
+            finally:
+                backend.connection.close()
+        finally:
+            lock_conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
