@@ -7,15 +7,13 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from payments.config import Settings
 
-
-def create_redis(settings: Settings) -> aioredis.Redis:
+def create_redis(url: str, max_connections: int = 50) -> aioredis.Redis:
     """A client with short timeouts: a hung Redis must fail requests fast, not pile them up."""
     return aioredis.from_url(
-        settings.redis_url,
+        url,
         decode_responses=True,
-        max_connections=settings.redis_max_connections,
+        max_connections=max_connections,
         socket_connect_timeout=2,
         socket_timeout=2,
         health_check_interval=30,

@@ -47,13 +47,27 @@ def error_response(status_code: int, code: str, message: str, headers: Mapping[s
     return JSONResponse(error_body(code, message), status_code=status_code, headers=dict(headers or {}))
 
 
+def _wants_html(request: Request) -> bool:
+    # Pages get an HTML error page; the API (and anything not asking for HTML) gets JSON.
+    return not request.url.path.startswith("/api/") and "text/html" in request.headers.get("accept", "")
+
+
+def _respond(request: Request, status_code: int, code: str, message: str,
+             headers: Mapping[str, str] | None) -> Response:
+    templates = getattr(request.app.state, "templates", None)
+    if templates is not None and _wants_html(request):
+        return templates.TemplateResponse(request, "error.html", {"status_code": status_code, "code": code,
+                                          "message": message}, status_code=status_code, headers=dict(headers or {}))
+    return error_response(status_code, code, message, headers)
+
+
 async def handle_api_error(request: Request, exc: ApiError) -> Response:
-    return error_response(exc.status_code, exc.code, exc.message, exc.headers)
+    return _respond(request, exc.status_code, exc.code, exc.message, exc.headers)
 
 
 async def handle_http_exception(request: Request, exc: HTTPException) -> Response:
     code = _HTTP_CODES.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, str(exc.detail), exc.headers)
+    return _respond(request, exc.status_code, code, str(exc.detail), exc.headers)
 
 
 async def handle_backend_down(request: Request, exc: Exception) -> Response:

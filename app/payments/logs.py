@@ -32,7 +32,7 @@ class _StdoutNow:
 def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
     """Send structlog and stdlib logging (hypercorn, psycopg_pool) to one JSON stream."""
     stream = stream or _StdoutNow()
-    numeric_level = logging.getLevelName(level.upper())
+    numeric_level = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     renderer = structlog.processors.JSONRenderer(sort_keys=False)
 
     structlog.configure(
@@ -61,6 +61,8 @@ def configure_logging(level: str = "info", stream: TextIO | None = None) -> None
     root.setLevel(numeric_level)
     # Our middleware writes the access log; hypercorn's would duplicate it.
     logging.getLogger("hypercorn.access").disabled = True
+    # stripe-python logs every API call at info; keep that for LOG_LEVEL=debug.
+    logging.getLogger("stripe").setLevel(max(numeric_level, logging.WARNING))
 
 
 def get_logger(name: str | None = None):

@@ -9,7 +9,8 @@ returns a `Service` handle (`url`, `stop()`). Nothing here needs pytest.
   the `postgres` system user (created by Debian's postgresql package).
 - Redis 7: `redis-server` without persistence.
 - localstripe: the fake Stripe API (PyPI `localstripe`), bound to loopback, its store
-  file inside `<dir>` instead of its hard-coded `/tmp/localstripe.pickle`.
+  file inside `<dir>` instead of its hard-coded `/tmp/localstripe.pickle`
+  (tests/support/localstripe_server.py).
 - The Stripe stub (`tests/support/stripe_stub.py`) in front of localstripe.
 
 Children get a parent-death signal, so a test run that is killed does not leave
@@ -181,6 +182,15 @@ def _start_with_port_retry(start: Callable[[int], Service], attempts: int = 3) -
             if attempt == attempts - 1:
                 raise
     raise AssertionError("unreachable")
+
+
+def _http_answers(url: str) -> bool:
+    """Any HTTP response at all (the server is up, whatever it thinks of the path)."""
+    try:
+        with urllib.request.urlopen(url, timeout=2):
+            return True
+    except urllib.error.HTTPError:
+        return True
 
 
 def _http_ok(url: str) -> bool:
@@ -371,44 +381,6 @@ def _redis_ping(port: int) -> bool:
 
 # -- localstripe and the Stripe stub -----------------------------------------------------
 
-# localstripe's own `localstripe` script binds every interface and keeps its store in
-# /tmp/localstripe.pickle, shared by every instance on the machine. This runs the same
-# server bound to 127.0.0.1 with the store file given on the command line.
-_LOCALSTRIPE_MAIN = """
-import logging, socket, sys
-from aiohttp import web
-import localstripe.resources as resources
-from localstripe.server import app
-
-port, store_file, from_scratch = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "1"
-
-def dump_to_disk(self):
-    with open(store_file, "wb") as f:
-        resources.pickle.dump(self, f, protocol=resources.pickle.HIGHEST_PROTOCOL)
-
-def try_load_from_disk(self):
-    try:
-        with open(store_file, "rb") as f:
-            old = resources.pickle.load(f)
-    except FileNotFoundError:
-        return
-    self.clear()
-    self.update(old)
-
-resources.Store.dump_to_disk = dump_to_disk
-resources.Store.try_load_from_disk = try_load_from_disk
-if not from_scratch:
-    resources.store.try_load_from_disk()
-logger = logging.getLogger("aiohttp.access")
-logger.setLevel(logging.INFO)
-logger.addHandler(logging.StreamHandler())
-sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-sock.bind(("127.0.0.1", port))
-web.run_app(app, sock=sock, access_log=logger, print=None)
-"""
-
-
 def start_localstripe(directory: str | os.PathLike, *, from_scratch: bool = True) -> Service:
     """localstripe on loopback; `from_scratch=False` reloads the store kept in `directory`."""
     directory = Path(directory).resolve()
@@ -423,8 +395,10 @@ def start_localstripe(directory: str | os.PathLike, *, from_scratch: bool = True
     store_file = directory / "localstripe.pickle"
 
     def start(port: int) -> Service:
-        args = [sys.executable, "-c", _LOCALSTRIPE_MAIN, str(port), str(store_file),
-                "1" if from_scratch else "0"]
+        args = [sys.executable, str(SUPPORT_DIR / "localstripe_server.py"),
+                "--port", str(port), "--store", str(store_file)]
+        if from_scratch:
+            args.append("--from-scratch")
         process = _spawn(args, log_path, stop_signal=signal.SIGINT)
         url = f"http://127.0.0.1:{port}"
         service = Service("localstripe", url, port, process, log_path, signal.SIGINT)
@@ -476,13 +450,17 @@ def start_app_server(
     workers: int = 1,
     port: int | None = None,
     app: str = "payments.app:create_app()",
-    ready_path: str = "/",
+    command: list[str] | None = None,
+    ready_path: str = "/livez",
     timeout: float = 60,
 ) -> Service:
     """The app (or another ASGI app) under hypercorn on 127.0.0.1, as a child process.
 
     `env` is the whole environment of the server (settings included); `app/` and the
-    repository root are put on PYTHONPATH. Ready once `ready_path` answers below 500.
+    repository root are put on PYTHONPATH. `command` replaces the hypercorn command line
+    (e.g. `python -m payments serve`); it gets HOST, PORT and WEB_CONCURRENCY in its
+    environment. Ready once `ready_path` answers (any status: hypercorn accepts
+    connections only after the app's lifespan has started).
     """
     directory = Path(directory).resolve()
     directory.mkdir(parents=True, exist_ok=True)
@@ -494,13 +472,14 @@ def start_app_server(
     )
 
     def start(port: int) -> Service:
-        args = [sys.executable, "-m", "hypercorn", "--bind", f"127.0.0.1:{port}",
-                "--workers", str(workers), "--graceful-timeout", "5", app]
+        args = command or [sys.executable, "-m", "hypercorn", "--bind", f"127.0.0.1:{port}",
+                           "--workers", str(workers), "--graceful-timeout", "5", app]
+        env.update(HOST="127.0.0.1", PORT=str(port), WEB_CONCURRENCY=str(workers))
         process = _spawn(args, log_path, env=env, cwd=REPO_ROOT)
         url = f"http://127.0.0.1:{port}"
-        service = Service("hypercorn", url, port, process, log_path)
+        service = Service("hypercorn", url, port, process, log_path, extra={"env": env})
         try:
-            wait_until(lambda: _http_ok(url + ready_path), timeout=timeout,
+            wait_until(lambda: _http_answers(url + ready_path), timeout=timeout,
                        what=f"hypercorn serving {app}", process=process, log_path=log_path)
         except ServiceError:
             service.stop()

@@ -2,13 +2,20 @@
 
 This is a stand-in: the real Stripe API cannot be reached from here, and localstripe (the
 stateful fake Stripe server the tests and `make dev` use) has no prices, no checkout
-sessions and no billing portal. This small aiohttp server serves exactly those:
+sessions and no billing portal. This small aiohttp server serves exactly those, plus
+what localstripe's fake Stripe.js needs for an embedded card form:
 
 - `/v1/prices`: create, retrieve, update, list (pagination, `product`, `active`, `type`,
   `currency`, `lookup_keys[]` filters; `expand[]=product` / `data.product`);
 - `/v1/checkout/sessions`: create (mode `payment` or `subscription`), retrieve, list,
   `/{id}/line_items`, `/{id}/expire`; each session has a `url`;
 - `/v1/billing_portal/sessions`: create;
+- `POST /v1/payment_intents/{id}/confirm` with a card (`payment_method_data[card]` or
+  `payment_method`), authorised by a secret key or, as from Stripe.js, by the publishable
+  key and the client secret (localstripe's own confirm takes no payment method);
+- `/js.stripe.com/v3/`: localstripe's fake Stripe.js, whose `confirmCardPayment` then
+  sends the card element's number to that confirm (and still asks for 3-D Secure when
+  localstripe wants it);
 
 and forwards every other request unchanged to localstripe (`--upstream`), so the app's
 `STRIPE_API_BASE` points at this stub. Objects are shaped like Stripe's: `object`, ids
@@ -36,6 +43,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlencode
 
 STUB_KINDS = ("prices", "checkout_sessions", "portal_sessions")
+STUB_SECRET_KEY = "sk_test_stripe_stub"  # any sk_ key is valid for localstripe
 HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
     "trailers", "transfer-encoding", "upgrade", "host", "content-length",
@@ -44,11 +52,14 @@ HOP_BY_HOP = {
 
 class StripeError(Exception):
     def __init__(self, status: int, message: str, *, param: str | None = None,
-                 code: str | None = None):
+                 code: str | None = None, upstream: dict | None = None):
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
+        self.upstream = upstream  # localstripe's error object, passed on as it is
 
     def body(self) -> dict:
+        if self.upstream is not None:
+            return {"error": self.upstream}
         error = {"type": "invalid_request_error", "message": self.message}
         if self.param:
             error["param"] = self.param
@@ -194,8 +205,13 @@ class Stub:
 
     # -- upstream (localstripe) --
 
+    @staticmethod
+    def _auth(request) -> dict:
+        """The caller's secret key, or the stub's own for calls made on a browser's behalf."""
+        return {"Authorization": request.headers.get("Authorization", f"Bearer {STUB_SECRET_KEY}")}
+
     async def upstream_get(self, request, path: str) -> dict | None:
-        headers = {k: v for k, v in request.headers.items() if k.lower() == "authorization"}
+        headers = self._auth(request)
         async with self.session.get(self.upstream + path, headers=headers) as response:
             if response.status == 404:
                 return None
@@ -205,12 +221,13 @@ class Stub:
             return body
 
     async def upstream_post(self, request, path: str, data: dict) -> dict:
-        headers = {k: v for k, v in request.headers.items() if k.lower() == "authorization"}
+        headers = self._auth(request)
         async with self.session.post(self.upstream + path, data=flatten(data),
                                      headers=headers) as response:
             body = await response.json(content_type=None)
             if response.status >= 400:
-                raise StripeError(response.status, body.get("error", {}).get("message", ""))
+                error = body.get("error", {})
+                raise StripeError(response.status, error.get("message", ""), upstream=error)
             return body
 
     async def require(self, request, path: str, label: str, object_id, param: str) -> dict:
@@ -427,6 +444,32 @@ class Stub:
         session["url"] = None
         return self.store.put("checkout_sessions", session)
 
+    # -- payment intents --
+
+    async def confirm_payment_intent(self, request, intent_id: str, p: dict) -> dict:
+        """Confirm with a card, as Stripe.js does (publishable key + client secret) or a
+        server does (secret key); localstripe's own confirm takes no payment method."""
+        intent = await self.upstream_get(request, f"/v1/payment_intents/{intent_id}")
+        if intent is None:
+            raise StripeError(404, f"No such payment_intent: '{intent_id}'",
+                              code="resource_missing")
+        if "Authorization" not in request.headers:
+            if not str(p.get("key", "")).startswith("pk_") or \
+                    p.get("client_secret") != intent["client_secret"]:
+                raise StripeError(401, "Invalid API key or client secret provided.")
+        payment_method = p.get("payment_method")
+        card = (p.get("payment_method_data") or {}).get("card")
+        if card:
+            card = {k: str(card.get(k, "")) for k in ("number", "exp_month", "exp_year", "cvc")}
+            card["number"] = card["number"].replace(" ", "")
+            created = await self.upstream_post(request, "/v1/payment_methods",
+                                               {"type": "card", "card": card})
+            payment_method = created["id"]
+        if payment_method:
+            await self.upstream_post(request, f"/v1/payment_intents/{intent_id}",
+                                     {"payment_method": payment_method})
+        return await self.upstream_post(request, f"/v1/payment_intents/{intent_id}/confirm", {})
+
     # -- billing portal --
 
     async def create_portal_session(self, request, p: dict, base_url: str) -> dict:
@@ -481,7 +524,8 @@ def make_app(upstream: str, state_file: str | None = None):
         pairs = list(parse_qsl(request.query_string, keep_blank_values=True))
         if request.method == "POST" and request.can_read_body:
             raw = await request.read()
-            if request.content_type == "application/json":
+            # Stripe.js-style calls post JSON as text/plain (no CORS preflight).
+            if request.content_type == "application/json" or raw.lstrip().startswith(b"{"):
                 return {**parse_params(pairs), **json.loads(raw or b"{}")}
             pairs += parse_qsl(raw.decode(), keep_blank_values=True)
         return parse_params(pairs)
@@ -492,14 +536,14 @@ def make_app(upstream: str, state_file: str | None = None):
         if scheme == "Basic":
             import base64
             credentials = base64.b64decode(credentials).decode().split(":")[0]
-        return credentials.startswith("sk_")
+        return credentials.startswith("sk_") and len(credentials) > 5  # as localstripe
 
     def base_url(request) -> str:
         return f"{request.scheme}://{request.host}"
 
-    def stripe_handler(handler):
+    def stripe_handler(handler, browser: bool = False):
         async def wrapped(request):
-            if not authorized(request):
+            if not browser and not authorized(request):
                 return web.json_response(StripeError(
                     401, "You did not provide an API key.").body(), status=401)
             try:
@@ -554,6 +598,16 @@ def make_app(upstream: str, state_file: str | None = None):
     async def expire_session(request, p):
         return stub.expire_checkout_session(request.match_info["id"])
 
+    async def confirm_intent(request, p):
+        return await stub.confirm_payment_intent(request, request.match_info["id"], p)
+
+    async def stripe_js(request):
+        """localstripe's fake Stripe.js, with confirmCardPayment taking the card element."""
+        async with stub.session.get(stub.upstream + "/js.stripe.com/v3/") as response:
+            script = await response.text()
+        return web.Response(text=script + STRIPE_JS_CONFIRM_WITH_CARD,
+                            content_type="application/javascript")
+
     async def create_portal(request, p):
         return await stub.create_portal_session(request, p, base_url(request))
 
@@ -584,7 +638,18 @@ def make_app(upstream: str, state_file: str | None = None):
                            if k.lower() not in HOP_BY_HOP}
             return web.Response(body=payload, status=response.status, headers=out_headers)
 
-    app = web.Application(client_max_size=8 * 1024 * 1024)
+    @web.middleware
+    async def cors(request, handler):
+        """Stripe.js calls from the app's pages (another origin), like localstripe allows."""
+        response = await handler(request)
+        origin = request.headers.get("Origin")
+        if origin and "Access-Control-Allow-Origin" not in response.headers:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Allow-Headers"] = "Content-Type, Accept"
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS, DELETE"
+        return response
+
+    app = web.Application(client_max_size=8 * 1024 * 1024, middlewares=[cors])
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
     r = app.router
@@ -599,11 +664,56 @@ def make_app(upstream: str, state_file: str | None = None):
     r.add_get("/v1/checkout/sessions/{id}/line_items", stripe_handler(session_line_items))
     r.add_post("/v1/checkout/sessions/{id}/expire", stripe_handler(expire_session))
     r.add_post("/v1/billing_portal/sessions", stripe_handler(create_portal))
+    r.add_post("/v1/payment_intents/{id}/confirm", stripe_handler(confirm_intent, browser=True))
+    r.add_get("/js.stripe.com/v3/", stripe_js)
     r.add_get("/checkout/pay/{id}", hosted_page)
     r.add_get("/billing_portal/{id}", hosted_page)
     r.add_delete("/_config/data", reset)
     r.add_route("*", "/{tail:.*}", forward)
     return app
+
+
+# Appended to localstripe's fake Stripe.js. Its confirmCardPayment only completes a 3-D
+# Secure step; Stripe.js creates a card payment method from the element and confirms the
+# PaymentIntent with the publishable key and client secret, then runs 3-D Secure if asked.
+STRIPE_JS_CONFIRM_WITH_CARD = r"""
+;(function () {
+  const fakeStripe = Stripe;
+  Stripe = (apiKey) => {
+    const stripe = fakeStripe(apiKey);
+    const authenticate = stripe.confirmCardPayment;
+    stripe.confirmCardPayment = async (clientSecret, data) => {
+      const card = data && data.payment_method && data.payment_method.card;
+      if (!card || !card.value) {
+        return authenticate(clientSecret, data);
+      }
+      const pi = clientSecret.match(/^(pi_\w+)_secret_/)[1];
+      try {
+        const response = await fetch(
+          `${LOCALSTRIPE_BASE_API}/v1/payment_intents/${pi}/confirm`, {
+            method: 'POST',
+            body: JSON.stringify({
+              key: apiKey,
+              client_secret: clientSecret,
+              payment_method_data: {type: 'card', card: card.value.card},
+            }),
+          });
+        const body = await response.json().catch(() => ({}));
+        if (response.status !== 200 || body.error) {
+          return {error: body.error || {message: 'The payment failed.'}};
+        }
+        if (body.status === 'requires_action') {
+          return authenticate(clientSecret, data);
+        }
+        return {paymentIntent: body};
+      } catch (err) {
+        return {error: {message: String(err)}};
+      }
+    };
+    return stripe;
+  };
+})();
+"""
 
 
 def _expand_list(p: dict) -> list[str]:

@@ -1,0 +1,1 @@
+"""Users, passwords, sessions, CSRF, rate limits and each user's Stripe customer."""

@@ -1,0 +1,1 @@
+"""The product catalog: PostgreSQL rows kept in sync with Stripe products and prices."""

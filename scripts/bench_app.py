@@ -1,0 +1,379 @@
+"""`make bench-app`: throughput, latency and memory of the app under hypercorn.
+
+Starts PostgreSQL, Redis, localstripe and the Stripe stub (tests/support/services.py),
+migrates and seeds a database, then serves, one after the other, with 2 hypercorn workers
+each:
+
+- the app (`python -m payments serve`, WEB_CONCURRENCY=2);
+- a bare ASGI app (`bare_app` below: a fixed JSON body, or the request body read and
+  acknowledged), the ceiling this machine and hypercorn allow.
+
+Each is loaded with `wrk` (loopback only, bounded in time and in request count) on:
+
+- catalog: GET /api/products (warmed first, so served from the Redis cache);
+- webhooks: POST /api/webhooks/stripe, each request a distinct Stripe event signed
+  with STRIPE_WEBHOOK_SECRET (pre-generated; wrk cycles through them in a Lua script).
+
+Prints requests/s, p50/p99 latency, the ratio to the bare app and the peak RSS (VmHWM)
+of each app worker, against the targets: catalog >= 50 % of bare, webhooks >= 25 %,
+RSS <= 120 MB per worker. Figures go to docs/benchmarks.md ("App") by hand.
+
+Usage: .venv/bin/python scripts/bench_app.py [--duration 10] [--connections 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+CATALOG_PATH = "/api/products"
+WEBHOOK_PATH = "/api/webhooks/stripe"
+WEBHOOK_SECRET = "whsec_bench_app"
+TARGETS = {"catalog": 0.50, "webhooks": 0.25}
+RSS_TARGET_MB = 120
+WORKERS = 2
+
+
+# -- the bare ASGI app (imported by hypercorn from this file) ---------------------------
+
+_BARE_BODY = os.environ.get("BENCH_BARE_BODY", '{"ok": true}').encode()
+
+
+async def bare_app(scope, receive, send):
+    """The least an ASGI app can do: GET answers a fixed JSON body, POST reads the body."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    body = _BARE_BODY
+    if scope["method"] == "POST":
+        more = True
+        while more:
+            message = await receive()
+            more = message.get("more_body", False)
+        body = b'{"received": true}'
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+# -- load -------------------------------------------------------------------------------
+
+WRK_SCRIPT = r"""
+-- Pre-built requests, one per line (method, path, signature, body), split between the
+-- threads so no two threads send the same one. Each thread stops after its share of
+-- responses; `repeats` counts requests sent again because a thread ran out.
+local threads = {}
+local ffi = require("ffi")
+ffi.cdef[[
+  typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+  int clock_gettime(int clock, bench_timespec *t);
+]]
+
+local function now_us()
+  local t = ffi.new("bench_timespec")
+  ffi.C.clock_gettime(1, t)  -- CLOCK_MONOTONIC
+  return tonumber(t.tv_sec) * 1000000 + tonumber(t.tv_nsec) / 1000
+end
+
+function setup(thread)
+  table.insert(threads, thread)
+  thread:set("tid", #threads - 1)
+end
+
+local requests, count, max_per_thread, sent = {}, 0, 0, 0
+
+function init(args)
+  max_per_thread = tonumber(args[2])
+  local nthreads, n = tonumber(args[3]), 0
+  for line in io.lines(args[1]) do
+    if n % nthreads == tid then
+      local method, path, signature, body = line:match("^(%S+)\t(%S+)\t(%S*)\t(.*)$")
+      local headers = {["Content-Type"] = "application/json"}
+      if signature ~= "" then headers["Stripe-Signature"] = signature end
+      if body == "" then body = nil end
+      table.insert(requests, wrk.format(method, path, headers, body))
+    end
+    n = n + 1
+  end
+  repeats = 0
+  started = now_us()
+end
+
+function request()
+  sent = sent + 1
+  if sent > #requests then repeats = repeats + 1 end
+  return requests[(sent - 1) % #requests + 1]
+end
+
+function response(status, headers, body)
+  count = count + 1
+  if count == max_per_thread then
+    -- wrk counts the whole -d duration even when a thread stops early: keep our own.
+    finished = now_us() - started
+    wrk.thread:stop()
+  end
+end
+
+function done(summary, latency, requests_)
+  local repeated, duration = 0, 0
+  for _, thread in ipairs(threads) do
+    repeated = repeated + (thread:get("repeats") or 0)
+    duration = math.max(duration, thread:get("finished") or summary.duration)
+  end
+  io.write(string.format(
+    'BENCH {"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,' ..
+    '"errors":%d,"non2xx_status":%d,"repeats":%d}\n',
+    summary.requests, duration, latency:percentile(50), latency:percentile(99),
+    summary.errors.connect + summary.errors.read + summary.errors.write +
+    summary.errors.timeout, summary.errors.status, repeated))
+end
+"""
+
+
+def run_wrk(url: str, requests_file: Path, *, duration: int, connections: int,
+            max_requests: int, work: Path) -> dict:
+    """wrk against `url` with requests from `requests_file`; returns the parsed summary."""
+    script = work / "bench.lua"
+    script.write_text(WRK_SCRIPT)
+    threads = 2
+    result = subprocess.run(
+        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s",
+         "--timeout", "10s", "-s", str(script), url, "--",
+         str(requests_file), str(max(1, max_requests // threads)), str(threads)],
+        capture_output=True, text=True, timeout=duration + 60,
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"wrk failed: {result.stderr or result.stdout}")
+    line = next((l for l in result.stdout.splitlines() if l.startswith("BENCH ")), None)
+    if line is None:
+        raise SystemExit(f"wrk printed no summary:\n{result.stdout}\n{result.stderr}")
+    summary = json.loads(line[len("BENCH "):])
+    summary["rps"] = summary["requests"] / (summary["duration_us"] / 1e6)
+    return summary
+
+
+def write_requests(path: Path, lines: list[tuple[str, str, str, str]]) -> Path:
+    with path.open("w") as f:
+        for method, target, signature, body in lines:
+            assert "\n" not in body and "\t" not in body
+            f.write(f"{method}\t{target}\t{signature}\t{body}\n")
+    return path
+
+
+def webhook_events(count: int, prefix: str) -> list[tuple[str, str, str, str]]:
+    """Distinct signed Stripe events the app accepts and records (no matching order)."""
+    from tests.support.stripe_stub import sign_payload
+
+    now = int(time.time())
+    lines = []
+    for i in range(count):
+        event = {
+            "id": f"evt_{prefix}{i:08d}",
+            "object": "event",
+            "api_version": "2024-06-20",
+            "created": now,
+            "livemode": False,
+            "pending_webhooks": 1,
+            "request": {"id": None, "idempotency_key": None},
+            "type": "customer.created",
+            "data": {"object": {"id": f"cus_{prefix}{i:08d}", "object": "customer",
+                                "email": f"bench{i}@example.com", "created": now,
+                                "metadata": {}}},
+        }
+        body = json.dumps(event, separators=(",", ":"))
+        lines.append(("POST", WEBHOOK_PATH, sign_payload(body.encode(), WEBHOOK_SECRET, now),
+                      body))
+    return lines
+
+
+# -- processes --------------------------------------------------------------------------
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def worker_peak_rss_mb(server_pid: int) -> list[float]:
+    """VmHWM (peak resident set) of each hypercorn worker process, in MB."""
+    peaks = []
+    for pid in descendants(server_pid):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        if "spawn_main" not in cmdline:  # not a worker (e.g. the resource tracker)
+            continue
+        match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.M)
+        if match:
+            peaks.append(int(match.group(1)) / 1024)
+    return peaks
+
+
+def get(url: str, headers: dict | None = None, data: bytes | None = None) -> bytes:
+    request = urllib.request.Request(url, data=data, headers=headers or {})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.read()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Benchmark the app against a bare ASGI app.")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--max-requests", type=int, default=200_000,
+                        help="upper bound of catalog requests per measurement")
+    parser.add_argument("--max-events", type=int, default=50_000,
+                        help="upper bound of webhook requests (distinct events) per measurement")
+    parser.add_argument("--keep", action="store_true", help="keep the state directory")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk not found; install the wrk package (scripts/bootstrap.sh does)")
+
+    from tests.support import services
+
+    work = services.make_state_dir("payments-bench-")
+    started: list[services.Service] = []
+    results: dict[str, dict] = {}
+    try:
+        pg = services.start_postgres(work / "postgres")
+        started.append(pg)
+        redis = services.start_redis(work / "redis")
+        started.append(redis)
+        localstripe = services.start_localstripe(work / "localstripe")
+        started.append(localstripe)
+        stub = services.start_stripe_stub(work / "stripe_stub", localstripe.url)
+        started.append(stub)
+
+        import psycopg
+
+        with psycopg.connect(pg.url, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE payments_bench")
+        env = dict(os.environ)
+        env.update({
+            "APP_ENV": "production",
+            "APP_VERSION": "bench",
+            "DATABASE_URL": pg.url.rsplit("/", 1)[0] + "/payments_bench",
+            "REDIS_URL": redis.url,
+            "STRIPE_API_BASE": stub.url,
+            "STRIPE_JS_URL": f"{stub.url}/js.stripe.com/v3/",
+            "STRIPE_SECRET_KEY": "sk_test_bench_app",
+            "STRIPE_PUBLISHABLE_KEY": "pk_test_bench_app",
+            "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "SESSION_SECRET": "bench-session-secret-0123456789abcdef0123",
+            "LOG_LEVEL": "warning",
+            "PYTHONPATH": str(REPO_ROOT / "app"),
+        })
+        for command in ("migrate", "seed"):
+            subprocess.run([sys.executable, "-m", "payments", command], env=env,
+                           cwd=REPO_ROOT, check=True, stdout=subprocess.DEVNULL)
+
+        catalog_file = write_requests(work / "catalog.txt", [("GET", CATALOG_PATH, "", "")] * 2)
+        # A margin over the bound for the requests in flight when wrk stops.
+        webhook_file = write_requests(
+            work / "webhooks.txt", webhook_events(args.max_events + 2 * args.connections, "b"))
+
+        # The app, the way production runs it.
+        app = services.start_app_server(
+            work / "app", env, workers=WORKERS,
+            command=[sys.executable, "-m", "payments", "serve"])
+        started.append(app)
+        catalog_body = get(app.url + CATALOG_PATH)  # fills the cache
+        for line in webhook_events(20, "warm"):
+            get(app.url + WEBHOOK_PATH, {"Content-Type": "application/json",
+                                         "Stripe-Signature": line[2]}, line[3].encode())
+        results["app catalog"] = run_wrk(
+            app.url + CATALOG_PATH, catalog_file, duration=args.duration,
+            connections=args.connections, max_requests=args.max_requests, work=work)
+        results["app webhooks"] = run_wrk(
+            app.url + WEBHOOK_PATH, webhook_file, duration=args.duration,
+            connections=args.connections, max_requests=args.max_events, work=work)
+        rss = worker_peak_rss_mb(app.process.pid)
+        app.stop()
+        started.remove(app)
+
+        # The bare ASGI app, same server settings, a body as large as the catalog's.
+        bare_env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "scripts"),
+                        BENCH_BARE_BODY=catalog_body.decode())
+        bare = services.start_app_server(work / "bare", bare_env, workers=WORKERS,
+                                         app="bench_app:bare_app", ready_path="/")
+        started.append(bare)
+        results["bare catalog"] = run_wrk(
+            bare.url + CATALOG_PATH, catalog_file, duration=args.duration,
+            connections=args.connections, max_requests=args.max_requests, work=work)
+        results["bare webhooks"] = run_wrk(
+            bare.url + WEBHOOK_PATH, webhook_file, duration=args.duration,
+            connections=args.connections, max_requests=args.max_events, work=work)
+    finally:
+        for service in reversed(started):
+            service.stop()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+    print_table(results, rss, args)
+    return 0
+
+
+def print_table(results: dict, rss: list[float], args) -> None:
+    print()
+    print(f"App benchmark: hypercorn, {WORKERS} workers, wrk 2 threads, "
+          f"{args.connections} connections, up to {args.duration}s per row, "
+          f"{os.cpu_count()} CPUs shared with the load generator")
+    header = f"{'endpoint':<28}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>9}" \
+             f"{'vs bare':>10}{'target':>10}"
+    print(header)
+    print("-" * len(header))
+    for name, path in (("catalog", f"GET {CATALOG_PATH}"), ("webhooks", f"POST {WEBHOOK_PATH}")):
+        for kind in ("app", "bare"):
+            r = results[f"{kind} {name}"]
+            ratio = r["rps"] / results[f"bare {name}"]["rps"]
+            verdict = ""
+            if kind == "app":
+                verdict = ("met" if ratio >= TARGETS[name] else "MISSED") + \
+                          f" {TARGETS[name]:.0%}"
+            errors = r["errors"] + r["non2xx_status"]
+            print(f"{kind + ' ' + path:<28}{r['rps']:>10.0f}{r['p50_us'] / 1000:>10.2f}"
+                  f"{r['p99_us'] / 1000:>10.2f}{errors:>9}"
+                  f"{(f'{ratio:.0%}' if kind == 'app' else ''):>10}{verdict:>10}")
+    peak = max(rss) if rss else float("nan")
+    print(f"peak RSS per app worker: {', '.join(f'{m:.0f} MB' for m in rss)} "
+          f"(target <= {RSS_TARGET_MB} MB: {'met' if peak <= RSS_TARGET_MB else 'MISSED'})")
+    repeats = results["app webhooks"]["repeats"]
+    if repeats:
+        print(f"note: {repeats} webhook requests repeated an event id (raise --max-events)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

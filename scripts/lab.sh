@@ -1,0 +1,229 @@
+#!/usr/bin/env bash
+# The local lab: the whole stack (docs/architecture.md) in containers on this machine,
+# converged by playbooks/site.yml through the molecule scenario molecule/lab.
+#
+#   scripts/lab.sh up               create (or reuse) the lab, converge it, build and deploy the
+#                                   app image from app/, seed the demo catalog, print the URL
+#   scripts/lab.sh down             remove the lab's containers, network and volumes
+#   scripts/lab.sh release VERSION  build the app image and push it to the lab registry as VERSION
+#                                   (deploy it with: LAB_APP_VERSION=VERSION scripts/lab.sh converge)
+#   scripts/lab.sh converge [ARGS]  converge the running lab again (ARGS go to ansible-playbook)
+#   scripts/lab.sh verify           run the end-to-end tests against the running lab
+#   scripts/lab.sh test             what `make test` runs: up from scratch, a second converge with
+#                                   changed=0 everywhere, --check with no changes or failures,
+#                                   the end-to-end tests, down (LAB_KEEP=1 keeps the lab)
+#   scripts/lab.sh bench            time a fresh converge and a no-change one, record them in
+#                                   docs/benchmarks.md (section "Lab")
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:$PATH"
+export ANSIBLE_FORCE_COLOR=0 PY_COLORS=0 NO_COLOR=1
+
+SCENARIO=lab
+LAB_DIR=.lab
+BASE_IMAGE=${LAB_BASE_IMAGE:-payments-lab/debian:bookworm}
+IMAGE_NAME=payments-app
+# The lab registry (roles/lab_services on labsvc) as this machine's Docker engine reaches it:
+# published on loopback, which Docker trusts over plain HTTP without any daemon setting.
+PUSH_REGISTRY=127.0.0.1:5000
+# The CA bundle the image build's pip trusts (PyPI may sit behind a TLS-intercepting proxy).
+BUILD_CA=${LAB_BUILD_CA:-/etc/ssl/certs/ca-certificates.crt}
+LB_URL=https://127.0.0.1:8443
+
+log() { printf '\n=== %s\n' "$*"; }
+die() { printf 'lab: %s\n' "$*" >&2; exit 1; }
+
+# Inventory hosts of the lab, from inventories/lab/hosts.yml (the one place they are named).
+lab_hosts() {
+  ansible-inventory -i inventories/lab/hosts.yml --list 2>/dev/null |
+    python3 -c 'import json,sys; print("\n".join(sorted(json.load(sys.stdin)["_meta"]["hostvars"])))'
+}
+
+mol() { molecule "$1" -s "$SCENARIO" "${@:2}"; }
+
+# A converge whose output is kept (for recap checks and timings) and shown.
+converge() {
+  local out=$1; shift
+  mol converge -- "$@" 2>&1 | sed -u 's/\x1b\[[0-9;]*m//g' | tee "$out"
+  return "${PIPESTATUS[0]}"
+}
+
+# Fails unless every PLAY RECAP line in the file says changed=0 failed=0 unreachable=0.
+recap_clean() {
+  local file=$1 what=$2 lines bad
+  lines=$(grep -E '^[^a-zA-Z]*[a-z0-9_.-]+ +: ok=[0-9]+ +changed=' "$file" || true)
+  [ -n "$lines" ] || die "$what: no PLAY RECAP found in $file"
+  bad=$(grep -vE 'changed=0 +unreachable=0 +failed=0' <<<"$lines" || true)
+  echo "--- $what recap:"; sed 's/^[^a-zA-Z]*//' <<<"$lines"
+  [ -z "$bad" ] || die "$what: some hosts changed or failed (see above)"
+}
+
+lab_running() {
+  local host
+  for host in $(lab_hosts); do
+    [ "$(docker inspect -f '{{.State.Running}}' "$host" 2>/dev/null)" = true ] || return 1
+  done
+}
+
+# Version of the app image: a digest of app/'s content, so the same code gives the same tag
+# (and a second `up` deploys nothing new).
+app_content_version() {
+  local digest
+  digest=$( (cd app && find . -type f ! -name .build-ca.pem ! -path '*/__pycache__/*' ! -name '*.pyc' \
+    -print0 | sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-12)
+  echo "lab-$digest"
+}
+
+# Build the app image from app/ on the lab base image and push it to the lab registry.
+build_and_push() {
+  local version=$1 image="$PUSH_REGISTRY/$IMAGE_NAME:$1"
+  log "Build $image"
+  if [ -r "$BUILD_CA" ]; then
+    cp "$BUILD_CA" app/.build-ca.pem   # build stage only; gitignored, never in the runtime stage
+  fi
+  local status=0
+  docker build --build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "APP_VERSION=$version" \
+    -t "$image" app/ || status=$?
+  rm -f app/.build-ca.pem
+  [ "$status" -eq 0 ] || die "docker build failed"
+  log "Push $image"
+  docker push "$image" >/dev/null
+  echo "$version" >"$LAB_DIR/app-version"
+}
+
+seed_catalog() {
+  local version=$1 app_host registry
+  app_host=$(ansible-inventory -i inventories/lab/hosts.yml --graph app | grep -oE '[a-z0-9_-]+$' | tail -n 1)
+  registry=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' labsvc):5000
+  log "Seed the demo catalog (from $app_host)"
+  docker exec "$app_host" docker run --rm --network host --env-file /etc/payments/app.env \
+    "$registry/$IMAGE_NAME:$version" python -m payments seed
+}
+
+cmd_up() {
+  local start=$SECONDS
+  mkdir -p "$LAB_DIR"
+  scripts/ensure-dockerd.sh
+  scripts/lab-base-image.sh
+  if ! lab_running; then
+    # Containers were removed or stopped outside molecule: forget molecule's state, so create
+    # makes (or restarts) every one. create.yml reuses whatever still exists.
+    mol reset >/dev/null 2>&1 || true
+  fi
+  log "Create the lab containers"
+  mol create
+  log "Converge the lab services first (the registry the app hosts pull from)"
+  converge "$LAB_DIR/converge-lab-services.log" --limit lab_services
+  local version
+  version=$(app_content_version)
+  build_and_push "$version"
+  export LAB_APP_VERSION=$version
+  log "Converge the whole stack (app $version)"
+  converge "$LAB_DIR/converge.log"
+  seed_catalog "$version"
+  log "The lab is up in $((SECONDS - start)) s: $LB_URL (self-signed certificate; app $version)"
+}
+
+cmd_down() {
+  scripts/ensure-dockerd.sh
+  local host
+  mol destroy >/dev/null 2>&1 || true
+  # Whatever molecule did not know about: only the lab's own names, never other scenarios'.
+  for host in $(lab_hosts); do
+    docker rm -f "$host" >/dev/null 2>&1 || true
+    docker volume rm "payments-lab-$host-docker" >/dev/null 2>&1 || true
+  done
+  local leftover
+  leftover=$(docker ps -aq --filter label=payments-lab=1 --filter network=payments-lab)
+  [ -z "$leftover" ] || docker rm -f $leftover >/dev/null
+  docker network rm payments-lab >/dev/null 2>&1 || true
+  mol reset >/dev/null 2>&1 || true
+  rm -rf "$LAB_DIR"
+  echo "The lab is down."
+}
+
+cmd_release() {
+  local version=${1:-}
+  [ -n "$version" ] || die "usage: scripts/lab.sh release VERSION (e.g. make lab-release VERSION=1.4.2)"
+  lab_running || die "the lab is not running: scripts/lab.sh up"
+  mkdir -p "$LAB_DIR"
+  build_and_push "$version"
+  echo "Pushed $PUSH_REGISTRY/$IMAGE_NAME:$version. Deploy it with:"
+  echo "  LAB_APP_VERSION=$version scripts/lab.sh converge --tags app"
+}
+
+current_version() {
+  [ -n "${LAB_APP_VERSION:-}" ] && { echo "$LAB_APP_VERSION"; return; }
+  [ -r "$LAB_DIR/app-version" ] || die "no app version: run scripts/lab.sh up first"
+  cat "$LAB_DIR/app-version"
+}
+
+cmd_converge() {
+  LAB_APP_VERSION=$(current_version)
+  export LAB_APP_VERSION
+  converge "$LAB_DIR/converge-again.log" "$@"
+}
+
+cmd_verify() {
+  LAB_APP_VERSION=$(current_version)
+  export LAB_APP_VERSION
+  python -m pytest -m lab tests/lab -q -p no:cacheprovider
+}
+
+cmd_test() {
+  local t0=$SECONDS t status=0
+  cmd_down
+  cmd_up
+  export LAB_APP_VERSION
+  LAB_APP_VERSION=$(current_version)
+  log "Second converge: must change nothing"
+  t=$SECONDS
+  converge "$LAB_DIR/converge-second.log" || status=$?
+  [ "$status" -eq 0 ] || die "second converge failed"
+  recap_clean "$LAB_DIR/converge-second.log" "second converge ($((SECONDS - t)) s)"
+  log "Check mode on the converged lab: no changes, no failures"
+  t=$SECONDS
+  converge "$LAB_DIR/converge-check.log" --check || die "check mode failed"
+  recap_clean "$LAB_DIR/converge-check.log" "check mode ($((SECONDS - t)) s)"
+  log "End-to-end tests"
+  cmd_verify
+  if [ "${LAB_KEEP:-0}" != 1 ]; then cmd_down; fi
+  log "Lab test passed in $((SECONDS - t0)) s"
+}
+
+# Slowest tasks from profile_tasks' summary at the end of a converge log.
+slowest_tasks() {
+  awk '/^=+ *$/ {seen=1; next} seen && / -+ +[0-9.]+s$/' "$1" | sed 's/^[^a-zA-Z]*//' | head -n "${2:-10}"
+}
+
+cmd_bench() {
+  local t fresh second up_total
+  cmd_down
+  t=$SECONDS
+  cmd_up
+  up_total=$((SECONDS - t))
+  fresh=$(grep -oE 'Playbook run took [0-9]+ days, [0-9]+ hours, [0-9]+ minutes, [0-9]+ seconds' \
+    "$LAB_DIR/converge.log" | tail -n 1 || true)
+  export LAB_APP_VERSION
+  LAB_APP_VERSION=$(current_version)
+  t=$SECONDS
+  converge "$LAB_DIR/converge-second.log"
+  second=$((SECONDS - t))
+  recap_clean "$LAB_DIR/converge-second.log" "no-change converge"
+  python3 scripts/lab_bench_record.py \
+    --up-seconds "$up_total" --second-seconds "$second" \
+    --fresh-log "$LAB_DIR/converge.log" --lab-services-log "$LAB_DIR/converge-lab-services.log" \
+    --second-log "$LAB_DIR/converge-second.log" --output docs/benchmarks.md
+  echo "Recorded in docs/benchmarks.md (section Lab). ${fresh}"
+}
+
+case ${1:-} in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  release) shift; cmd_release "${1:-}" ;;
+  converge) shift; cmd_converge "$@" ;;
+  verify) cmd_verify ;;
+  test) cmd_test ;;
+  bench) cmd_bench ;;
+  *) sed -n '2,20p' "$0" >&2; exit 2 ;;
+esac

@@ -1,0 +1,79 @@
+"""payments.db.migrate against a real PostgreSQL: repeatable and safe to run concurrently."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from payments.db import migrate
+from tests.conftest import database_url_for
+
+REPO = Path(__file__).resolve().parents[2]
+APP_TABLES = {"users", "products", "prices", "audit_logs"}
+
+
+@pytest.fixture
+def empty_database_url(postgres_url):
+    name = f"migrate_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield database_url_for(postgres_url, name)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def tables(url: str) -> set[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()
+    return {row[0] for row in rows}
+
+
+def applied_migrations(url: str) -> list[str]:
+    with psycopg.connect(url) as conn:
+        return [row[0] for row in conn.execute("SELECT migration_id FROM _yoyo_migration ORDER BY migration_id")]
+
+
+def test_migrate_creates_the_schema_then_has_nothing_left(empty_database_url):
+    first = migrate(empty_database_url)
+    assert "0001_accounts_catalog_audit" in first
+    assert APP_TABLES <= tables(empty_database_url)
+    assert migrate(empty_database_url) == []
+    assert applied_migrations(empty_database_url) == sorted(first)
+
+
+def test_two_processes_migrating_at_once_apply_each_migration_once(empty_database_url):
+    code = "import sys; from payments.db import migrate; print(len(migrate(sys.argv[1])))"
+    processes = [
+        subprocess.Popen([sys.executable, "-c", code, empty_database_url], cwd=REPO / "app",
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    results = [process.communicate(timeout=120) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], [err for _, err in results]
+    counts = sorted(int(out.strip()) for out, _ in results)
+    # One run applied everything; the other waited on the lock and found nothing to do.
+    assert counts[0] == 0 and counts[1] >= 1
+    assert APP_TABLES <= tables(empty_database_url)
+    assert len(applied_migrations(empty_database_url)) == counts[1]
+
+
+def test_migrate_command_exits_zero(empty_database_url):
+    env = {"DATABASE_URL": empty_database_url, "PATH": "/usr/bin:/bin"}
+    for _ in range(2):
+        result = subprocess.run([sys.executable, "-m", "payments", "migrate"], cwd=REPO / "app", env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+    assert APP_TABLES <= tables(empty_database_url)
+
+
+def test_full_text_search_uses_a_gin_index(database_url):
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE tablename = 'products' AND indexdef ILIKE '%gin%'").fetchone()
+    assert row is not None and "search" in row[0]
