@@ -73,10 +73,17 @@ async def test_one_time_payment_through_localstripe_marks_the_order_paid(app, si
                                "quantity": 2, "unit_amount": 1250, "currency": "usd"}]
 
 
-async def test_payment_intent_creation_sends_an_idempotency_key_from_the_order_id(app, sign_in, monkeypatch):
+@pytest.mark.parametrize("path,body,service_path,action", [
+    ("/api/payment-intents", {}, ("payment_intents",), "payment-intent"),
+    ("/api/checkout/sessions", {"mode": "payment"}, ("checkout", "sessions"), "checkout-session"),
+])
+async def test_stripe_objects_are_created_with_an_idempotency_key_from_the_order_id(
+        app, sign_in, monkeypatch, path, body, service_path, action):
     _, client = await sign_in()
-    price = await local_price(app)
-    service = app.state.stripe.v1.payment_intents
+    price = await catalog_price(app)
+    service = app.state.stripe.v1
+    for name in service_path:
+        service = getattr(service, name)
     seen = []
     original = service.create_async
 
@@ -86,10 +93,10 @@ async def test_payment_intent_creation_sends_an_idempotency_key_from_the_order_i
 
     monkeypatch.setattr(service, "create_async", recording)
 
-    response = await post_json(client, "/api/payment-intents", {"items": [{"price_id": price["id"]}]})
+    response = await post_json(client, path, {**body, "items": [{"price_id": price["id"]}]})
 
-    assert response.status_code == 201
-    assert seen == [{"idempotency_key": f"order-{response.json()['order_id']}-payment-intent"}]
+    assert response.status_code == 201, response.text
+    assert seen == [{"idempotency_key": f"order-{response.json()['order_id']}-{action}"}]
 
 
 async def test_order_lists_show_only_the_users_own_orders(app, sign_in):

@@ -182,3 +182,18 @@ async def test_billing_portal_without_a_customer_is_409(sign_in):
 async def test_subscription_endpoints_need_a_signed_in_user(client):
     assert (await client.get("/api/subscriptions")).status_code == 401
     assert (await client.post("/api/billing-portal")).status_code == 401
+
+
+async def test_account_page_shows_plan_status_and_renewal_date(app, sign_in, deliver):
+    user, client = await sign_in()
+    customer = await customer_for(app, user)
+    price = await local_price(app, unit_amount=900, interval="month")
+    renewal = int(time.time()) + 30 * 86400
+    await deliver(make_event("customer.subscription.created",
+                             subscription(customer, price_id=price["id"], period_end=renewal)))
+
+    html = (await client.get("/account")).text
+
+    assert "Local prod_" in html  # the plan's product name from the catalog
+    assert "<dd>active</dd>" in html
+    assert "Renews on" in html and time.strftime("%Y-%m-%d", time.gmtime(renewal)) in html

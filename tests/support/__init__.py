@@ -1,0 +1,1 @@
+"""Service starters and the Stripe stub shared by the tests, `make dev` and the benchmarks."""

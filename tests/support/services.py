@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -42,6 +43,10 @@ POSTGRES_MAJOR = "15"
 
 class ServiceError(RuntimeError):
     """A service could not be found, started or reached."""
+
+
+class ServiceExited(ServiceError):
+    """The service's process ended before it was ready (e.g. its port was taken)."""
 
 
 @dataclass
@@ -113,7 +118,7 @@ def wait_until(
     delay = 0.02
     while True:
         if process is not None and process.poll() is not None:
-            raise ServiceError(
+            raise ServiceExited(
                 f"{what} exited with code {process.returncode} before it was ready"
                 + _log_hint(log_path)
             )
@@ -178,7 +183,7 @@ def _start_with_port_retry(start: Callable[[int], Service], attempts: int = 3) -
     for attempt in range(attempts):
         try:
             return start(free_port())
-        except ServiceError:
+        except ServiceExited:
             if attempt == attempts - 1:
                 raise
     raise AssertionError("unreachable")
@@ -206,7 +211,7 @@ def _http_ok(url: str) -> bool:
 
 def postgres_bindir() -> Path:
     """Directory with initdb and postgres (version 15), or a clear error."""
-    candidates = []
+    candidates = [Path(f"/usr/lib/postgresql/{POSTGRES_MAJOR}/bin")]
     pg_config = shutil.which("pg_config")
     if pg_config:
         try:
@@ -216,10 +221,12 @@ def postgres_bindir() -> Path:
             candidates.append(Path(out))
         except (subprocess.CalledProcessError, OSError):
             pass
-    candidates.append(Path(f"/usr/lib/postgresql/{POSTGRES_MAJOR}/bin"))
     for bindir in candidates:
         if (bindir / "initdb").exists() and (bindir / "postgres").exists():
-            return bindir
+            version = subprocess.run([str(bindir / "postgres"), "--version"],
+                                     capture_output=True, text=True).stdout
+            if re.search(rf"\b{POSTGRES_MAJOR}\.\d+", version):
+                return bindir
     raise ServiceError(
         f"PostgreSQL {POSTGRES_MAJOR} server binaries (initdb, postgres) not found via "
         f"`pg_config --bindir` or /usr/lib/postgresql/{POSTGRES_MAJOR}/bin; "
