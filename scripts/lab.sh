@@ -18,6 +18,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 export ANSIBLE_FORCE_COLOR=0 PY_COLORS=0 NO_COLOR=1
+# Wide enough that molecule does not wrap ansible output (recaps and task timings are parsed).
+export COLUMNS=240
 
 SCENARIO=lab
 LAB_DIR=.lab
@@ -210,7 +212,7 @@ cmd_bench() {
   converge "$LAB_DIR/converge-second.log"
   second=$((SECONDS - t))
   recap_clean "$LAB_DIR/converge-second.log" "no-change converge"
-  python3 scripts/lab_bench_record.py \
+  python scripts/lab_bench_record.py \
     --up-seconds "$up_total" --second-seconds "$second" \
     --fresh-log "$LAB_DIR/converge.log" --lab-services-log "$LAB_DIR/converge-lab-services.log" \
     --second-log "$LAB_DIR/converge-second.log" --output docs/benchmarks.md
