@@ -46,6 +46,13 @@ def recap(log: Path) -> list[str]:
     return found
 
 
+def timings(path: Path | None) -> dict[str, str]:
+    if path is None or not path.exists():
+        return {}
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    return {name: value for name, value in pairs}
+
+
 def verdict(seconds: int, target: int) -> str:
     return f"{'within' if seconds <= target else 'OVER'} the {target} s target"
 
@@ -67,6 +74,10 @@ def section(args) -> str:
         f"| second converge of site.yml, no changes | {args.second_seconds} "
         f"| {verdict(args.second_seconds, TARGET_SECOND_SECONDS)} |",
         "",
+        "Steps of the fresh `up` (seconds): " + ", ".join(f"{k} {v}" for k, v in timings(args.timings).items())
+        + ". `site` is the first converge of playbooks/site.yml on the whole lab (lab services were"
+        " converged just before it, so it includes their no-change pass).",
+        "",
         "Slowest tasks of the fresh converge of the whole stack (profile_tasks):",
         "",
     ]
@@ -85,6 +96,7 @@ def main() -> None:
     parser.add_argument("--second-seconds", type=int, required=True)
     parser.add_argument("--fresh-log", type=Path, required=True)
     parser.add_argument("--lab-services-log", type=Path)
+    parser.add_argument("--timings", type=Path, help="name=seconds lines written by scripts/lab.sh up")
     parser.add_argument("--second-log", type=Path, required=True)
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args()

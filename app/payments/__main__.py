@@ -15,13 +15,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Sequence
 
-from payments.config import ConfigError, Settings, database_url_from_env
+from payments.config import ConfigError, Settings, audit_retention_days_from_env, database_url_from_env
 from payments.logs import configure_logging, get_logger
 
 log = get_logger("payments.cli")
@@ -48,7 +50,7 @@ async def _purge(database_url: str, days: int) -> int:
 def cmd_purge_audit(args) -> int:
     days = args.days
     if days is None:
-        days = int(os.environ.get("AUDIT_RETENTION_DAYS", "90"))
+        days = audit_retention_days_from_env(os.environ)  # ConfigError naming it when malformed
     if days < 1:
         raise ConfigError("--days must be at least 1")
     deleted = asyncio.run(_purge(database_url_from_env(os.environ), days))
@@ -130,12 +132,21 @@ def cmd_serve(args) -> int:
     config.accesslog = None  # RequestContextMiddleware writes the access log
     # A Logger (not "-") makes hypercorn log through the root handler, i.e. as JSON.
     config.errorlog = logging.getLogger("hypercorn.error")
-    config.graceful_timeout = 20
+    # On SIGTERM in-flight requests get this long to finish (GRACEFUL_TIMEOUT, default 30 s).
+    config.graceful_timeout = settings.graceful_timeout_seconds
     config.keep_alive_timeout = 75  # longer than nginx's upstream keepalive_timeout (65 s)
-    log.info("serving", bind=config.bind, workers=config.workers, version=settings.app_version)
+    log.info("serving", bind=config.bind, workers=config.workers, version=settings.app_version,
+             graceful_timeout=config.graceful_timeout)
+    # hypercorn's supervisor terminate()s the other workers as soon as the first one has
+    # drained, which would kill their in-flight requests. Workers inherit this SIG_IGN
+    # (spawned processes keep ignored signals), so they stop only through hypercorn's
+    # shutdown event, after draining; run() installs the supervisor's own SIGTERM handler.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         return run(config)
     finally:
+        for worker in multiprocessing.active_children():
+            worker.join()  # still draining: wait for it, as the container's stop timeout allows
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 

@@ -37,6 +37,9 @@ class Settings:
     host: str = "0.0.0.0"
     port: int = 8000
     workers: int = 2
+    # On SIGTERM hypercorn stops accepting connections and gives in-flight requests
+    # this long to finish; the container's stop timeout must be longer.
+    graceful_timeout_seconds: float = 30.0
     db_pool_min_size: int = 1
     db_pool_max_size: int = 10
     redis_max_connections: int = 50
@@ -76,6 +79,7 @@ class Settings:
             host=env.text("HOST", default="0.0.0.0"),
             port=env.integer("PORT", default=8000, minimum=1, maximum=65535),
             workers=env.integer("WEB_CONCURRENCY", default=2, minimum=1, maximum=64),
+            graceful_timeout_seconds=env.number("GRACEFUL_TIMEOUT", default=30.0, minimum=0.0),
             db_pool_min_size=env.integer("DB_POOL_MIN_SIZE", default=1, minimum=0),
             db_pool_max_size=env.integer("DB_POOL_MAX_SIZE", default=10, minimum=1),
             redis_max_connections=env.integer("REDIS_MAX_CONNECTIONS", default=50, minimum=1),
@@ -99,6 +103,11 @@ class Settings:
 def database_url_from_env(environ: Mapping[str, str]) -> str:
     """DATABASE_URL alone, for commands (migrate, purge-audit) that need nothing else."""
     return _Reader(environ).url("DATABASE_URL", schemes=("postgres", "postgresql"))
+
+
+def audit_retention_days_from_env(environ: Mapping[str, str]) -> int:
+    """AUDIT_RETENTION_DAYS alone, for `purge-audit`."""
+    return _Reader(environ).integer("AUDIT_RETENTION_DAYS", default=90, minimum=1)
 
 
 class _Reader:

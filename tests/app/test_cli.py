@@ -50,6 +50,21 @@ def test_purge_audit_without_database_url_names_it(database_url):
     assert "DATABASE_URL" in result.stderr
 
 
+def test_purge_audit_with_malformed_retention_names_the_variable(database_url):
+    insert_audit_rows(database_url, [200])
+    result = run_cli("purge-audit", env={"DATABASE_URL": database_url, "AUDIT_RETENTION_DAYS": "ninety"})
+    assert result.returncode == 2
+    assert "AUDIT_RETENTION_DAYS" in result.stderr and "Traceback" not in result.stderr
+    assert remaining_actions(database_url) == ["test.age_200"]
+
+
+def test_purge_audit_reads_the_retention_from_the_environment(database_url):
+    insert_audit_rows(database_url, [40, 20])
+    result = run_cli("purge-audit", env={"DATABASE_URL": database_url, "AUDIT_RETENTION_DAYS": "30"})
+    assert result.returncode == 0, result.stderr
+    assert remaining_actions(database_url) == ["test.age_20"]
+
+
 def test_seed_command_works_without_stripe(database_url, redis_url):
     result = run_cli("seed", env={"DATABASE_URL": database_url, "REDIS_URL": redis_url})
     assert result.returncode == 0, result.stderr

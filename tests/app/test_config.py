@@ -29,6 +29,8 @@ def test_valid_environment_gives_settings_with_defaults():
     assert settings.port == 8000
     assert settings.stripe_js_url == "https://js.stripe.com/v3/"
     assert settings.stripe_api_base is None
+    assert settings.graceful_timeout_seconds == 30
+
 
 
 @pytest.mark.parametrize("name", REQUIRED)
@@ -61,6 +63,8 @@ def test_blank_required_variable_counts_as_missing(name):
         ("APP_ENV", "staging-ish"),
         ("DB_POOL_MAX_SIZE", "-1"),
         ("STRIPE_TIMEOUT_SECONDS", "nan"),
+        ("GRACEFUL_TIMEOUT", "soon"),
+        ("GRACEFUL_TIMEOUT", "-5"),
     ],
 )
 def test_malformed_variable_is_named(name, value):
@@ -82,8 +86,9 @@ def test_pool_min_larger_than_max_is_refused():
 def test_server_settings_are_read():
     settings = Settings.from_env({**VALID, "PORT": "9000", "HOST": "127.0.0.1", "WEB_CONCURRENCY": "4",
                                   "APP_ENV": "dev", "APP_VERSION": "1.2.3",
-                                  "STRIPE_API_BASE": "http://127.0.0.1:8420"})
+                                  "STRIPE_API_BASE": "http://127.0.0.1:8420", "GRACEFUL_TIMEOUT": "45"})
     assert (settings.port, settings.host, settings.workers) == (9000, "127.0.0.1", 4)
+    assert settings.graceful_timeout_seconds == 45
     assert settings.is_dev and settings.app_version == "1.2.3"
     assert settings.stripe_api_base == "http://127.0.0.1:8420"
 

@@ -160,3 +160,23 @@ async def test_late_success_event_does_not_undo_a_refund(app, deliver):
 
     assert await order_status(app, order["id"]) == "refunded"
     assert await query(app, "SELECT status FROM payments") == [{"status": "refunded"}]
+
+
+async def test_refund_event_arriving_before_the_success_event_still_refunds_the_order(app, deliver):
+    """Stripe does not deliver in order: charge.refunded may come first. The refund must
+    stick, and the late success must not turn the order back into a paid one."""
+    user = await create_user(app)
+    order = await pending_order(app, user, unit_amount=1000)
+    intent = {"id": order["stripe_payment_intent_id"], "object": "payment_intent", "amount": 1000,
+              "currency": "usd", "latest_charge": "ch_early", "metadata": {"order_id": str(order["id"])}}
+    refunded = make_event("charge.refunded", {"id": "ch_early", "object": "charge", "amount": 1000,
+                                              "amount_refunded": 1000, "refunded": True, "currency": "usd",
+                                              "payment_intent": intent["id"]})
+
+    assert (await deliver(refunded)).status_code == 200
+    assert await order_status(app, order["id"]) == "refunded"
+    assert (await deliver(make_event("payment_intent.succeeded", intent))).status_code == 200
+
+    assert await order_status(app, order["id"]) == "refunded"
+    assert await query(app, "SELECT status, amount_refunded FROM payments") == [
+        {"status": "refunded", "amount_refunded": 1000}]

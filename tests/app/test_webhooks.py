@@ -355,6 +355,36 @@ async def test_older_product_event_does_not_overwrite_a_newer_one(app, deliver):
     assert rows == [{"name": "New name"}]
 
 
+async def test_late_product_event_does_not_revive_a_deleted_product(app, client, deliver):
+    now = int(time.time())
+    product = {"id": "prod_gone", "name": "Gone Mug", "active": True, "metadata": {}}
+    price = {"id": "price_gone", "object": "price", "product": "prod_gone", "unit_amount": 900,
+             "currency": "usd", "active": True, "recurring": None, "created": now - 60}
+    await deliver(make_event("product.created", {**product, "updated": now - 60}, created=now - 60))
+    await deliver(make_event("price.created", price, created=now - 60))
+    await deliver(make_event("product.deleted", {**product, "deleted": True}, created=now))
+
+    # Sent before the deletion, delivered after it.
+    await deliver(make_event("product.updated", {**product, "updated": now - 30}, created=now - 30))
+    await deliver(make_event("price.updated", price, created=now - 30))
+
+    rows = await query(app, "SELECT p.active AS product_active, pr.active AS price_active"
+                            " FROM products p JOIN prices pr ON pr.product_id = p.id")
+    assert rows == [{"product_active": False, "price_active": False}]
+    assert (await client.get("/api/products")).json()["products"] == []
+
+
+async def test_product_deleted_before_it_was_created_stays_hidden(app, deliver):
+    now = int(time.time())
+    await deliver(make_event("product.deleted", {"id": "prod_early", "name": "Early", "deleted": True},
+                             created=now))
+    await deliver(make_event("product.created", {"id": "prod_early", "name": "Early", "active": True,
+                                                 "updated": now - 10}, created=now - 10))
+
+    rows = await query(app, "SELECT active FROM products WHERE stripe_product_id = 'prod_early'")
+    assert rows == [{"active": False}]
+
+
 @pytest.mark.parametrize("body", [b"not json at all", b"[]", b'{"id": "evt_1"}'])
 async def test_signed_payload_that_is_not_an_event_is_400(app, deliver, body):
     response = await deliver(body)

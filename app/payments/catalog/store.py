@@ -94,14 +94,31 @@ async def upsert_product(conn, product: Mapping[str, Any], *, updated_at: Any = 
     return _row_id(row)
 
 
-async def deactivate_product(conn, stripe_product_id: str) -> None:
-    """For product.deleted: hide the product and its prices, keep the rows for old orders."""
-    await conn.execute("UPDATE products SET active = false, updated_at = now() WHERE stripe_product_id = %s",
-                       (stripe_product_id,))
+async def deactivate_product(conn, stripe_product_id: str, *, deleted_at: Any = None) -> None:
+    """For product.deleted: hide the product and its prices, keep the rows for old orders.
+
+    A deleted product never comes back in Stripe: the rows' versions move up to the
+    deletion time, so an older product.* or price.* event delivered late cannot show it
+    again (a hidden placeholder is kept when the deletion arrives first).
+    """
+    version = _timestamp(deleted_at) or datetime.now(timezone.utc)
     await conn.execute(
-        """UPDATE prices SET active = false, updated_at = now()
+        """
+        INSERT INTO products (stripe_product_id, slug, name, active, stripe_updated_at)
+        VALUES (%s, %s, %s, false, %s)
+        ON CONFLICT (stripe_product_id) DO UPDATE SET
+            active = false,
+            stripe_updated_at = GREATEST(products.stripe_updated_at, EXCLUDED.stripe_updated_at),
+            updated_at = now()
+        """,
+        (stripe_product_id, await _free_slug(conn, slugify(stripe_product_id), stripe_product_id),
+         stripe_product_id, version),
+    )
+    await conn.execute(
+        """UPDATE prices SET active = false, stripe_updated_at = GREATEST(stripe_updated_at, %s),
+                  updated_at = now()
            WHERE product_id = (SELECT id FROM products WHERE stripe_product_id = %s)""",
-        (stripe_product_id,))
+        (version, stripe_product_id))
 
 
 async def _product_row_id(conn, stripe_product_id: str) -> int:

@@ -3,8 +3,8 @@
 Plain functions over a psycopg connection; the caller owns the transaction. Amounts
 always come from the catalog in PostgreSQL, never from the client.
 
-Status moves only forward (pending -> paid | failed, failed -> paid, paid -> refunded),
-so a webhook that arrives late or twice can never move an order back.
+Status moves only forward (pending -> paid | failed | refunded, failed -> paid | refunded,
+paid -> refunded), so a webhook that arrives late or twice can never move an order back.
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ MAX_QUANTITY = 100
 MAX_AMOUNT_TOTAL = 99_999_999
 
 ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
-    "pending": frozenset({"paid", "failed"}),
+    # -> refunded: Stripe may deliver charge.refunded before payment_intent.succeeded;
+    # the refund must not be lost, and the late success then changes nothing.
+    "pending": frozenset({"paid", "failed", "refunded"}),
     # A PaymentIntent may succeed after an earlier attempt on it failed.
-    "failed": frozenset({"paid"}),
+    "failed": frozenset({"paid", "refunded"}),
     "paid": frozenset({"refunded"}),
     "refunded": frozenset(),
 }

@@ -19,7 +19,7 @@ async def product_changed(context: WebhookContext, event: dict) -> None:
 
 
 async def product_deleted(context: WebhookContext, event: dict) -> None:
-    await store.deactivate_product(context.conn, event_object(event)["id"])
+    await store.deactivate_product(context.conn, event_object(event)["id"], deleted_at=event["created"])
     _invalidate_after_commit(context)
 
 
