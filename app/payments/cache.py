@@ -1,9 +1,6 @@
-"""Redis: one client per process, plus small JSON get/set helpers for caches."""
+"""Redis: one client per process (sessions, rate limits and the catalog cache share it)."""
 
 from __future__ import annotations
-
-import json
-from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -18,12 +15,3 @@ def create_redis(url: str, max_connections: int = 50) -> aioredis.Redis:
         socket_timeout=2,
         health_check_interval=30,
     )
-
-
-async def get_json(redis: aioredis.Redis, key: str) -> Any | None:
-    raw = await redis.get(key)
-    return None if raw is None else json.loads(raw)
-
-
-async def set_json(redis: aioredis.Redis, key: str, value: Any, ttl_seconds: int) -> None:
-    await redis.set(key, json.dumps(value, separators=(",", ":")), ex=ttl_seconds)

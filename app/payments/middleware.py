@@ -4,16 +4,19 @@ RequestContextMiddleware (outermost) gives each request an id, stamps X-App-Vers
 and X-Request-ID on every response, turns an unhandled exception into a JSON 500,
 records the request metrics and writes one access-log line. BodyLimitMiddleware stops
 reading a request body past 1 MiB.
+
+Both run on every request, so they read raw header lists rather than building header
+objects, and RequestContextMiddleware keeps its logger and metric children instead of
+looking them up per request.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import time
-import uuid
 
 import structlog
-from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from payments import metrics
@@ -34,57 +37,77 @@ def route_template(scope: Scope) -> str:
     return getattr(route, "path", None) or UNMATCHED_ROUTE
 
 
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:  # ASGI servers lower-case header names
+            return value.decode("latin-1")
+    return None
+
+
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, version: str) -> None:
         self.app = app
-        self.version = version
+        self.version_header = (b"x-app-version", version.encode("latin-1"))
+        # Built after create_app configured logging, so it filters at the configured level.
+        self.log = log.bind()
+        # (method, route, status) -> (duration histogram, request counter): labels() per
+        # request costs more than the observation itself.
+        self._metric_children: dict[tuple[str, str, int], tuple] = {}
+
+    def _record(self, method: str, route: str, status: int, duration: float) -> None:
+        children = self._metric_children.get((method, route, status))
+        if children is None:
+            labels = {"method": method, "route": route, "status": str(status)}
+            children = (metrics.HTTP_REQUEST_DURATION_SECONDS.labels(**labels),
+                        metrics.HTTP_REQUESTS_TOTAL.labels(**labels))
+            self._metric_children[(method, route, status)] = children
+        children[0].observe(duration)
+        children[1].inc()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
 
-        incoming = Headers(scope=scope).get("x-request-id", "")
-        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        incoming = _header(scope, b"x-request-id")
+        request_id = incoming if incoming and _REQUEST_ID.match(incoming) else os.urandom(16).hex()
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
         response_started = False
         started = time.perf_counter()
+        extra_headers = (self.version_header, (b"x-request-id", request_id.encode()))
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status, response_started
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
-                headers = MutableHeaders(scope=message)
-                headers["X-App-Version"] = self.version
-                headers["X-Request-ID"] = request_id
+                message["headers"] = [*message.get("headers", ()), *extra_headers]
             await send(message)
 
-        with structlog.contextvars.bound_contextvars(request_id=request_id):
-            try:
-                await self.app(scope, receive, send_with_headers)
-            except Exception:
-                log.exception("unhandled_error", method=scope["method"], path=scope["path"])
-                if response_started:
-                    raise
-                response = error_response(500, "internal_error", "Something went wrong on our side.")
-                await response(scope, receive, send_with_headers)
-            finally:
-                duration = time.perf_counter() - started
-                route = route_template(scope)
-                labels = {"method": scope["method"], "route": route, "status": str(status)}
-                metrics.HTTP_REQUEST_DURATION_SECONDS.labels(**labels).observe(duration)
-                metrics.HTTP_REQUESTS_TOTAL.labels(**labels).inc()
-                emit = log.debug if route in _QUIET_ROUTES and status < 400 else log.info
-                emit(
-                    "request",
-                    method=scope["method"],
-                    route=route,
-                    path=scope["path"],
-                    status=status,
-                    duration_ms=round(duration * 1000, 2),
-                )
+        tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception:
+            self.log.exception("unhandled_error", method=scope["method"], path=scope["path"])
+            if response_started:
+                raise
+            response = error_response(500, "internal_error", "Something went wrong on our side.")
+            await response(scope, receive, send_with_headers)
+        finally:
+            duration = time.perf_counter() - started
+            route = route_template(scope)
+            self._record(scope["method"], route, status, duration)
+            emit = self.log.debug if route in _QUIET_ROUTES and status < 400 else self.log.info
+            emit(
+                "request",
+                method=scope["method"],
+                route=route,
+                path=scope["path"],
+                status=status,
+                duration_ms=round(duration * 1000, 2),
+            )
+            structlog.contextvars.reset_contextvars(**tokens)
 
 
 class BodyLimitMiddleware:
@@ -97,7 +120,7 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
 
-        declared = Headers(scope=scope).get("content-length")
+        declared = _header(scope, b"content-length")
         if declared is not None:
             if not declared.isdigit():
                 await error_response(400, "bad_request", "Content-Length is not a number.")(scope, receive, send)

@@ -1,8 +1,12 @@
 """Redis cache for catalog reads, invalidated by product and price changes.
 
-Keys carry a generation number; `invalidate` bumps it, so every cached entry goes stale
-at once in O(1) (no KEYS scan) and old entries expire on their own TTL. Redis being down
-only costs the cache: reads fall back to PostgreSQL.
+Each entry lives under one key per name (`catalog:<digest of the name>`) and holds the
+value's JSON prefixed with the catalog generation it was loaded under. `invalidate`
+bumps the generation, so every entry goes stale at once in O(1) (no KEYS scan); the
+next read of a stale entry loads it again and overwrites it. A read is one round trip
+(MGET of the generation and the entry), and a hit hands back the stored JSON bytes as
+they are, ready to be sent. Redis being down only costs the cache: reads fall back to
+PostgreSQL.
 """
 
 from __future__ import annotations
@@ -11,10 +15,9 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 import redis.exceptions
 import structlog
-
-from payments.cache import get_json, set_json
 
 GENERATION_KEY = "catalog:generation"
 log = structlog.get_logger("payments.catalog.cache")
@@ -26,26 +29,36 @@ async def invalidate(redis) -> None:
     await redis.incr(GENERATION_KEY)
 
 
-def _key(generation: str, name: str) -> str:
+def _key(name: str) -> str:
     # Hash the name: it may hold search text of any shape.
-    digest = hashlib.sha256(name.encode()).hexdigest()[:32]
-    return f"catalog:{generation}:{digest}"
+    return "catalog:" + hashlib.sha256(name.encode()).hexdigest()[:32]
 
 
-async def cached(redis, name: str, ttl_seconds: int, load: Callable[[], Awaitable[Any]]) -> tuple[Any, bool]:
-    """(value, hit): the cached value of `name`, or `load()`'s result, stored for next time."""
+async def cached_json(redis, name: str, ttl_seconds: int,
+                      load: Callable[[], Awaitable[Any]]) -> tuple[bytes | None, bool]:
+    """(JSON bytes, hit): the cached value of `name`, or `load()`'s result encoded and
+    stored for next time. A None result is neither cached nor encoded: (None, False)."""
+    key = _key(name)
     try:
-        generation = await redis.get(GENERATION_KEY) or "0"
-        key = _key(generation, name)
-        value = await get_json(redis, key)
-        if value is not None:
-            return value, True
+        generation, entry = await redis.mget(GENERATION_KEY, key)
     except redis.exceptions.RedisError as exc:
         log.warning("catalog_cache_unavailable", error=type(exc).__name__)
-        return await load(), False
+        value = await load()
+        return (None if value is None else orjson.dumps(value)), False
+    generation = generation or "0"
+    if entry is not None:
+        entry_generation, _, body = entry.partition(":")
+        if entry_generation == generation:
+            return body.encode(), True
+    # Loaded after reading `generation`: if the catalog changes meanwhile, this entry is
+    # stored under the old generation and the next read finds it stale.
     value = await load()
+    if value is None:
+        return None, False
+    body = orjson.dumps(value)
     try:
-        await set_json(redis, key, value, ttl_seconds)
+        await redis.set(key, generation.encode() + b":" + body, ex=ttl_seconds)
     except redis.exceptions.RedisError as exc:
         log.warning("catalog_cache_unavailable", error=type(exc).__name__)
-    return value, False
+    return body, False
+

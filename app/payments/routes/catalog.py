@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import orjson
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from payments.catalog import cache, queries
@@ -11,8 +12,7 @@ from payments.catalog.search import normalize_query
 from payments.errors import ApiError
 
 
-async def load_product_list(request: Request, query: str | None) -> tuple[list[dict], bool]:
-    """(products, cache hit): shared by the API and the HTML pages."""
+async def _load_product_list_json(request: Request, query: str | None) -> tuple[bytes, bool]:
     state = request.app.state
 
     async def load() -> list[dict]:
@@ -22,37 +22,51 @@ async def load_product_list(request: Request, query: str | None) -> tuple[list[d
             return await queries.list_products(conn)
 
     name = f"products:search:{query}" if query else "products:all"
-    return await cache.cached(state.redis, name, state.settings.catalog_cache_ttl_seconds, load)
+    return await cache.cached_json(state.redis, name, state.settings.catalog_cache_ttl_seconds, load)
 
 
-async def load_product(request: Request, slug: str) -> tuple[dict | None, bool]:
+async def _load_product_json(request: Request, slug: str) -> tuple[bytes | None, bool]:
     state = request.app.state
 
     async def load() -> dict | None:
         async with state.db.connection() as conn:
             return await queries.get_product(conn, slug)
 
-    return await cache.cached(state.redis, f"product:{slug}", state.settings.catalog_cache_ttl_seconds, load)
+    return await cache.cached_json(state.redis, f"product:{slug}", state.settings.catalog_cache_ttl_seconds, load)
 
 
-def _cache_header(hit: bool) -> dict[str, str]:
-    return {"X-Cache": "hit" if hit else "miss"}
+async def load_product_list(request: Request, query: str | None) -> tuple[list[dict], bool]:
+    """(products, cache hit): for the HTML pages."""
+    body, hit = await _load_product_list_json(request, query)
+    return orjson.loads(body), hit
 
 
-async def list_products(request: Request) -> JSONResponse:
-    query = normalize_query(request.query_params.get("q"))
-    products, hit = await load_product_list(request, query)
-    return JSONResponse({"products": products}, headers=_cache_header(hit))
+async def load_product(request: Request, slug: str) -> tuple[dict | None, bool]:
+    body, hit = await _load_product_json(request, slug)
+    return (None if body is None else orjson.loads(body)), hit
 
 
-async def get_product(request: Request) -> JSONResponse:
+def _json_response(key: bytes, body: bytes, hit: bool) -> Response:
+    # The cached JSON goes out as it is, wrapped in its key: no decoding and encoding again.
+    return Response(b'{"' + key + b'":' + body + b"}", media_type="application/json",
+                    headers={"X-Cache": "hit" if hit else "miss"})
+
+
+async def list_products(request: Request) -> Response:
+    # Most requests have no query string: skip parsing one.
+    query = normalize_query(request.query_params.get("q")) if request.scope["query_string"] else None
+    body, hit = await _load_product_list_json(request, query)
+    return _json_response(b"products", body, hit)
+
+
+async def get_product(request: Request) -> Response:
     slug = request.path_params["slug"]
     if len(slug) > 100:
         raise ApiError(404, "product_not_found", "No such product.")
-    product, hit = await load_product(request, slug)
-    if product is None:
+    body, hit = await _load_product_json(request, slug)
+    if body is None:
         raise ApiError(404, "product_not_found", "No such product.")
-    return JSONResponse({"product": product}, headers=_cache_header(hit))
+    return _json_response(b"product", body, hit)
 
 
 routes = [

@@ -39,7 +39,7 @@ async def api_health(request: Request) -> JSONResponse:
     body = {
         "status": status,
         "version": state.settings.app_version,
-        "uptime_seconds": round(time.monotonic() - state.started_at, 3),
+        "uptime": round(time.monotonic() - state.started_at, 3),  # seconds
         "checks": checks,
     }
     return JSONResponse(body, status_code=503 if status == "down" else 200)
