@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
+import orjson
 import stripe
 
 TOLERANCE_SECONDS = 300
@@ -24,8 +23,8 @@ def verify_event(payload: bytes, signature_header: str | None, secret: str) -> d
     except UnicodeDecodeError:
         raise InvalidWebhook("payload is not UTF-8") from None
     try:
-        event = json.loads(payload)
-    except ValueError:
+        event = orjson.loads(payload)
+    except ValueError:  # orjson.JSONDecodeError, also for invalid UTF-8
         raise InvalidWebhook("payload is not JSON") from None
     if not _is_event(event):
         raise InvalidWebhook("payload is not a Stripe event")
