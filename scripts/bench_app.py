@@ -15,11 +15,22 @@ Each is loaded with `wrk` (loopback only, bounded in time and in request count) 
   (`payment_intent.succeeded`) signed with STRIPE_WEBHOOK_SECRET, pre-generated and sent
   by wrk through a Lua script.
 
-Prints requests/s, p50/p99 latency, the ratio to the bare app and the peak RSS (VmHWM)
-of each app worker, against the targets: catalog >= 50 % of bare, webhooks >= 25 %,
-RSS <= 120 MB per worker. Figures go to docs/benchmarks.md ("App") by hand.
+Each endpoint is measured in rounds (default 3), bare and app back to back in every
+round, the order swapped from one round to the next, so that a change in the machine's
+load (it is shared) hits both sides of a ratio alike. A row's requests/s is its total
+requests over its total time; p50/p99 are the median of the rounds'.
 
-Usage: .venv/bin/python scripts/bench_app.py [--duration 10] [--connections 32]
+Prints requests/s, p50/p99 latency, the ratio to the bare app (and each round's ratio)
+and the peak RSS (VmHWM) of each app worker, against the targets: catalog >= 50 % of
+bare, webhooks >= 25 %, RSS <= 120 MB per worker. Figures go to docs/benchmarks.md
+("App") by hand.
+
+The app's PostgreSQL pool gets one connection per concurrent request a worker can see
+(connections / workers), as a deployment sized for this load would; PostgreSQL runs
+with fsync off (tests/support/services.py), so commits cost less than on a durable
+server.
+
+Usage: .venv/bin/python scripts/bench_app.py [--duration 10] [--rounds 3] [--connections 32]
 """
 
 from __future__ import annotations
@@ -29,6 +40,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -256,6 +268,10 @@ def get(url: str, headers: dict | None = None, data: bytes | None = None) -> byt
 def main() -> int:
     parser = argparse.ArgumentParser(description="Benchmark the app against a bare ASGI app.")
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="measurements per row, alternating bare and app")
+    parser.add_argument("--log-level", default="warning",
+                        help="the app's LOG_LEVEL (info writes an access line per request)")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--max-requests", type=int, default=200_000,
                         help="upper bound of catalog requests per measurement")
@@ -297,7 +313,9 @@ def main() -> int:
             "STRIPE_PUBLISHABLE_KEY": "pk_test_bench_app",
             "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
             "SESSION_SECRET": "bench-session-secret-0123456789abcdef0123",
-            "LOG_LEVEL": "warning",
+            "LOG_LEVEL": args.log_level,
+            # One connection per request in flight in a worker: none waits for the pool.
+            "DB_POOL_MAX_SIZE": str(-(-args.connections // WORKERS)),
             "PYTHONPATH": str(REPO_ROOT / "app"),
         })
         for command in ("migrate", "seed"):
@@ -305,9 +323,12 @@ def main() -> int:
                            cwd=REPO_ROOT, check=True, stdout=subprocess.DEVNULL)
 
         catalog_file = write_requests(work / "catalog.txt", [("GET", CATALOG_PATH, "", "")] * 2)
-        # A margin over the bound for the requests in flight when wrk stops.
-        webhook_file = write_requests(
-            work / "webhooks.txt", webhook_events(args.max_events + 2 * args.connections, "b"))
+        # Distinct events in every round (a margin over the bound for the requests in
+        # flight when wrk stops); the bare app reads the first round's file each time.
+        webhook_files = [
+            write_requests(work / f"webhooks-{n}.txt",
+                           webhook_events(args.max_events + 2 * args.connections, f"b{n}x"))
+            for n in range(args.rounds)]
 
         # The app, the way production runs it, and the bare app with the same server
         # settings and a body as large as the catalog's. Both stay up; each endpoint is
@@ -327,14 +348,16 @@ def main() -> int:
                                          app="bench_app:bare_app", ready_path="/")
         started.append(bare)
 
-        for kind, server in (("bare", bare), ("app", app)):
-            results[f"{kind} catalog"] = run_wrk(
-                server.url + CATALOG_PATH, catalog_file, duration=args.duration,
-                connections=args.connections, max_requests=args.max_requests, work=work)
-        for kind, server in (("bare", bare), ("app", app)):
-            results[f"{kind} webhooks"] = run_wrk(
-                server.url + WEBHOOK_PATH, webhook_file, duration=args.duration,
-                connections=args.connections, max_requests=args.max_events, work=work)
+        for name, path, max_requests in (("catalog", CATALOG_PATH, args.max_requests),
+                                          ("webhooks", WEBHOOK_PATH, args.max_events)):
+            for n in range(args.rounds):
+                order = [("bare", bare), ("app", app)]
+                for kind, server in order if n % 2 == 0 else reversed(order):
+                    requests_file = catalog_file if name == "catalog" else \
+                        webhook_files[n if kind == "app" else 0]
+                    results.setdefault(f"{kind} {name}", []).append(run_wrk(
+                        server.url + path, requests_file, duration=args.duration,
+                        connections=args.connections, max_requests=max_requests, work=work))
         rss = worker_peak_rss_mb(app.process.pid)
         load = os.getloadavg()[0]
     finally:
@@ -347,30 +370,48 @@ def main() -> int:
     return 0
 
 
+def combined(rounds: list[dict]) -> dict:
+    """One row from its rounds: total requests over total time, median latencies."""
+    requests = sum(r["requests"] for r in rounds)
+    return {
+        "rps": requests / (sum(r["duration_us"] for r in rounds) / 1e6),
+        "p50_us": statistics.median(r["p50_us"] for r in rounds),
+        "p99_us": statistics.median(r["p99_us"] for r in rounds),
+        "errors": sum(r["errors"] + r["non2xx_status"] for r in rounds),
+        "repeats": sum(r["repeats"] for r in rounds),
+    }
+
+
 def print_table(results: dict, rss: list[float], args, load: float) -> None:
     print()
     print(f"App benchmark: hypercorn with {WORKERS} workers; wrk, 2 threads, "
-          f"{args.connections} connections, up to {args.duration}s per row; "
-          f"{os.cpu_count()} CPUs shared with wrk (load average {load:.1f} at the end)")
+          f"{args.connections} connections; {args.rounds} rounds of up to {args.duration}s "
+          f"per row; LOG_LEVEL={args.log_level}; {os.cpu_count()} CPUs shared with wrk "
+          f"(load average {load:.1f} at the end)")
     header = f"{'endpoint':<32}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}" \
              f"{'vs bare':>9}  {'target':<14}"
     print(header)
     print("-" * len(header))
+    rows = {key: combined(rounds) for key, rounds in results.items()}
     for name, path in (("catalog", f"GET {CATALOG_PATH}"), ("webhooks", f"POST {WEBHOOK_PATH}")):
         for kind in ("bare", "app"):
-            r = results[f"{kind} {name}"]
+            r = rows[f"{kind} {name}"]
             ratio, verdict = "", ""
             if kind == "app":
-                value = r["rps"] / results[f"bare {name}"]["rps"]
+                value = r["rps"] / rows[f"bare {name}"]["rps"]
                 ratio = f"{value:.0%}"
                 verdict = f">= {TARGETS[name]:.0%} " + ("met" if value >= TARGETS[name] else "MISSED")
-            errors = r["errors"] + r["non2xx_status"]
             print(f"{kind + ' ' + path:<32}{r['rps']:>9.0f}{r['p50_us'] / 1000:>9.2f}"
-                  f"{r['p99_us'] / 1000:>9.2f}{errors:>8}{ratio:>9}  {verdict:<14}")
+                  f"{r['p99_us'] / 1000:>9.2f}{r['errors']:>8}{ratio:>9}  {verdict:<14}")
+    for name in ("catalog", "webhooks"):
+        pairs = zip(results[f"bare {name}"], results[f"app {name}"])
+        print(f"{name} ratio per round: "
+              + ", ".join(f"{app['rps'] / bare['rps']:.0%} ({app['rps']:.0f}/{bare['rps']:.0f})"
+                          for bare, app in pairs))
     peak = max(rss) if rss else float("nan")
     print(f"peak RSS per app worker: {', '.join(f'{m:.0f} MB' for m in rss)} "
           f"(<= {RSS_TARGET_MB} MB {'met' if peak <= RSS_TARGET_MB else 'MISSED'})")
-    repeats = results["app webhooks"]["repeats"]
+    repeats = rows["app webhooks"]["repeats"]
     if repeats:
         print(f"note: {repeats} webhook requests repeated an event id (raise --max-events)")
 

@@ -110,6 +110,29 @@ async def test_list_is_served_from_cache_until_invalidated(app, client):
     assert fresh.json()["products"][0]["name"] == "Renamed Mug"
 
 
+async def test_entry_loaded_while_the_catalog_changed_is_not_served(app):
+    redis = app.state.redis
+    loads = []
+
+    async def load_during_a_change():
+        loads.append("old")
+        await cache.invalidate(redis)  # a product event commits while this read loads
+        return [{"slug": "old-rows"}]
+
+    async def load_again():
+        loads.append("new")
+        return [{"slug": "new-rows"}]
+
+    body, hit = await cache.cached_json(redis, "products:race", 60, load_during_a_change)
+    assert (body, hit) == (b'[{"slug":"old-rows"}]', False)
+    # Stored under the generation it was loaded in, so the next read loads again.
+    body, hit = await cache.cached_json(redis, "products:race", 60, load_again)
+    assert (body, hit) == (b'[{"slug":"new-rows"}]', False)
+    body, hit = await cache.cached_json(redis, "products:race", 60, load_again)
+    assert (body, hit) == (b'[{"slug":"new-rows"}]', True)
+    assert loads == ["old", "new"]
+
+
 async def test_seed_writes_demo_catalog_without_stripe_and_is_repeatable(app, client):
     assert await seed.seed_local(app.state.db, app.state.redis) == 4
     assert await seed.seed_local(app.state.db, app.state.redis) == 4
