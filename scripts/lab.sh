@@ -191,10 +191,12 @@ cmd_test() {
   t=$SECONDS
   converge "$LAB_DIR/converge-second.log" || status=$?
   [ "$status" -eq 0 ] || die "second converge failed"
+  echo "second=$((SECONDS - t))" >>"$LAB_DIR/timings"
   recap_clean "$LAB_DIR/converge-second.log" "second converge ($((SECONDS - t)) s)"
   log "Check mode on the converged lab: no changes, no failures"
   t=$SECONDS
   converge "$LAB_DIR/converge-check.log" --check || die "check mode failed"
+  echo "check=$((SECONDS - t))" >>"$LAB_DIR/timings"
   recap_clean "$LAB_DIR/converge-check.log" "check mode ($((SECONDS - t)) s)"
   log "End-to-end tests"
   cmd_verify
