@@ -6,7 +6,7 @@
 #                                   app image from app/, seed the demo catalog, print the URL
 #   scripts/lab.sh down             remove the lab's containers, network and volumes
 #   scripts/lab.sh release VERSION  build the app image and push it to the lab registry as VERSION
-#                                   (deploy it with: LAB_APP_VERSION=VERSION scripts/lab.sh converge)
+#                                   (roll it out: ansible-playbook playbooks/deploy.yml -e app_version=VERSION)
 #   scripts/lab.sh converge [ARGS]  converge the running lab again (ARGS go to ansible-playbook)
 #   scripts/lab.sh verify           run the end-to-end tests against the running lab
 #   scripts/lab.sh test             what `make test` runs: up from scratch, a second converge with
@@ -77,6 +77,9 @@ app_content_version() {
 }
 
 # Build the app image from app/ on the lab base image and push it to the lab registry.
+# The version is NOT baked into the image (APP_VERSION comes from the deploy's environment),
+# so the same tree gives the same image under every tag: releases A and B of one tree differ
+# only in the version they report.
 build_and_push() {
   local version=$1 image="$PUSH_REGISTRY/$IMAGE_NAME:$1"
   log "Build $image"
@@ -84,13 +87,11 @@ build_and_push() {
     cp "$BUILD_CA" app/.build-ca.pem   # build stage only; gitignored, never in the runtime stage
   fi
   local status=0
-  docker build --build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "APP_VERSION=$version" \
-    -t "$image" app/ || status=$?
+  docker build --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$image" app/ || status=$?
   rm -f app/.build-ca.pem
   [ "$status" -eq 0 ] || die "docker build failed"
   log "Push $image"
   docker push "$image" >/dev/null
-  echo "$version" >"$LAB_DIR/app-version"
 }
 
 seed_catalog() {
@@ -127,6 +128,7 @@ cmd_up() {
   local version
   version=$(app_content_version)
   timed image build_and_push "$version"
+  echo "$version" >"$LAB_DIR/app-version"
   export LAB_APP_VERSION=$version
   log "Converge the whole stack: playbooks/site.yml (app $version)"
   timed site converge "$LAB_DIR/converge.log"
@@ -159,8 +161,8 @@ cmd_release() {
   lab_running || die "the lab is not running: scripts/lab.sh up"
   mkdir -p "$LAB_DIR"
   build_and_push "$version"
-  echo "Pushed $PUSH_REGISTRY/$IMAGE_NAME:$version. Deploy it with:"
-  echo "  LAB_APP_VERSION=$version scripts/lab.sh converge --tags app"
+  echo "Pushed $PUSH_REGISTRY/$IMAGE_NAME:$version. Roll it out with:"
+  echo "  ansible-playbook playbooks/deploy.yml -e app_version=$version"
 }
 
 current_version() {
