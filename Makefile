@@ -44,3 +44,7 @@ bench-app: bootstrap
 
 bench-lab: bootstrap
 	@scripts/lab.sh bench
+
+## bench-deploy: a rolling deploy of the running lab under load, against the same load without one
+bench-deploy: bootstrap
+	@scripts/lab.sh bench-deploy

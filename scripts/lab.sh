@@ -9,6 +9,12 @@
 #                                   (roll it out: ansible-playbook playbooks/deploy.yml -e app_version=VERSION)
 #   scripts/lab.sh converge [ARGS]  converge the running lab again (ARGS go to ansible-playbook)
 #   scripts/lab.sh verify           run the end-to-end tests against the running lab
+#   scripts/lab.sh seed             write the demo catalog again (idempotent)
+#   scripts/lab.sh idempotence      converge again (changed=0 everywhere) and --check (no changes)
+#   scripts/lab.sh verify-deploy    rolling deploys, a failed release, a rollback and the deploy
+#                                   lock under load (tests/lab/test_deploy.py; several minutes)
+#   scripts/lab.sh bench-deploy     time a rolling deploy under load against the same load without
+#                                   one, record it in docs/benchmarks.md (section "Deploy")
 #   scripts/lab.sh test             what `make test` runs: up from scratch, a second converge with
 #                                   changed=0 everywhere, --check with no changes or failures,
 #                                   the end-to-end tests, down (LAB_KEEP=1 keeps the lab)
@@ -96,7 +102,8 @@ build_and_push() {
 
 seed_catalog() {
   local version=$1 app_host registry
-  app_host=$(ansible-inventory -i inventories/lab/hosts.yml --graph app | grep -oE '[a-z0-9_-]+$' | tail -n 1)
+  app_host=$(ansible-inventory -i inventories/lab/hosts.yml --list |
+    python3 -c 'import json,sys; print(sorted(json.load(sys.stdin)["app"]["hosts"])[0])')
   registry=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' labsvc):5000
   log "Seed the demo catalog (from $app_host)"
   docker exec "$app_host" docker run --rm --network host --env-file /etc/payments/app.env \
@@ -180,15 +187,24 @@ cmd_converge() {
 cmd_verify() {
   LAB_APP_VERSION=$(current_version)
   export LAB_APP_VERSION
-  LAB_REQUIRED=1 python -m pytest -m lab tests/lab -q -p no:cacheprovider
+  LAB_REQUIRED=1 python -m pytest -m "lab and not lab_deploy" tests/lab -q -p no:cacheprovider
 }
 
-cmd_test() {
-  local t0=$SECONDS t status=0
-  cmd_down
-  cmd_up
-  export LAB_APP_VERSION
+cmd_verify_deploy() {
+  lab_running || die "the lab is not running: scripts/lab.sh up"
+  LAB_REQUIRED=1 LAB_DEPLOY=1 python -m pytest -m lab_deploy tests/lab/test_deploy.py -q -p no:cacheprovider
+}
+
+cmd_bench_deploy() {
+  lab_running || die "the lab is not running: scripts/lab.sh up"
+  python scripts/bench_deploy.py --output docs/benchmarks.md
+}
+
+# A second converge must change nothing, and check mode must report no change and no failure.
+cmd_idempotence() {
+  local t status=0
   LAB_APP_VERSION=$(current_version)
+  export LAB_APP_VERSION
   log "Second converge: must change nothing"
   t=$SECONDS
   converge "$LAB_DIR/converge-second.log" || status=$?
@@ -200,6 +216,13 @@ cmd_test() {
   converge "$LAB_DIR/converge-check.log" --check || die "check mode failed"
   echo "check=$((SECONDS - t))" >>"$LAB_DIR/timings"
   recap_clean "$LAB_DIR/converge-check.log" "check mode ($((SECONDS - t)) s)"
+}
+
+cmd_test() {
+  local t0=$SECONDS
+  cmd_down
+  cmd_up
+  cmd_idempotence
   log "End-to-end tests"
   cmd_verify
   if [ "${LAB_KEEP:-0}" != 1 ]; then cmd_down; fi
@@ -231,7 +254,11 @@ case ${1:-} in
   release) shift; cmd_release "${1:-}" ;;
   converge) shift; cmd_converge "$@" ;;
   verify) cmd_verify ;;
+  seed) seed_catalog "$(current_version)" ;;
+  idempotence) cmd_idempotence ;;
+  verify-deploy) cmd_verify_deploy ;;
+  bench-deploy) cmd_bench_deploy ;;
   test) cmd_test ;;
   bench) cmd_bench ;;
-  *) sed -n '2,20p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,22p' "$0" >&2; exit 2 ;;
 esac

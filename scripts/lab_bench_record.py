@@ -63,9 +63,10 @@ def section(args) -> str:
     out = [
         "## Lab",
         "",
-        f"Measured by `scripts/lab.sh bench` on {now} ({platform.system()} {platform.release()}, "
-        f"{cpus} CPUs, shared with other work). Wall-clock times of `molecule converge` of the lab "
-        "scenario (playbooks/site.yml) on seven containers.",
+        f"Measured with `scripts/lab.sh` ({args.source}) on {now} ({platform.system()}, "
+        f"{cpus} CPUs shared with other work: load average {os.getloadavg()[0]:.1f} when recorded). "
+        "Wall-clock times of `molecule converge` of the lab scenario (playbooks/site.yml) on seven "
+        "containers.",
         "",
         "| run | seconds | target |",
         "| --- | ---: | --- |",
@@ -74,9 +75,10 @@ def section(args) -> str:
         f"| second converge of site.yml, no changes | {args.second_seconds} "
         f"| {verdict(args.second_seconds, TARGET_SECOND_SECONDS)} |",
         "",
-        "Steps of the fresh `up` (seconds): " + ", ".join(f"{k} {v}" for k, v in timings(args.timings).items())
+        "Step timings from .lab/timings (seconds): " + ", ".join(f"{k} {v}" for k, v in timings(args.timings).items())
         + ". `site` is the first converge of playbooks/site.yml on the whole lab (lab services were"
-        " converged just before it, so it includes their no-change pass).",
+        " converged just before it, so it includes their no-change pass); `second` and `check` are"
+        " the no-change converge and the `--check` run after it.",
         "",
         "Slowest tasks of the fresh converge of the whole stack (profile_tasks):",
         "",
@@ -99,6 +101,7 @@ def main() -> None:
     parser.add_argument("--timings", type=Path, help="name=seconds lines written by scripts/lab.sh up")
     parser.add_argument("--second-log", type=Path, required=True)
     parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--source", default="bench", help="how the numbers were taken")
     args = parser.parse_args()
 
     text = args.output.read_text() if args.output.exists() else "# Benchmarks\n"

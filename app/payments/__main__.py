@@ -32,7 +32,7 @@ log = get_logger("payments.cli")
 def cmd_migrate(args) -> int:
     from payments.db import migrate
 
-    applied = migrate(database_url_from_env(os.environ))
+    applied = migrate(database_url_from_env(os.environ), contract=args.contract)
     log.info("migrations_applied", applied=applied, count=len(applied))
     return 0
 
@@ -154,7 +154,10 @@ def cmd_serve(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m payments", description="The payment app.")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("migrate", help="apply pending database migrations").set_defaults(func=cmd_migrate)
+    migrate = commands.add_parser("migrate", help="apply pending database migrations")
+    migrate.add_argument("--contract", action="store_true",
+                         help="also apply migrations/contract/ (only once every host runs this release)")
+    migrate.set_defaults(func=cmd_migrate)
     seed = commands.add_parser("seed", help="write the demo catalog")
     seed.add_argument("--stripe", action="store_true", help="create the products and prices in Stripe first")
     seed.set_defaults(func=cmd_seed)

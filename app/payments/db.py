@@ -18,6 +18,9 @@ from yoyo import get_backend, read_migrations
 from payments.config import Settings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# Contract migrations (drop or tighten what an older release still uses): applied only by
+# `migrate --contract`, which the deploy runs once every app host runs the new release.
+CONTRACT_MIGRATIONS_DIR = MIGRATIONS_DIR / "contract"
 # A fixed 64-bit key shared by every process that migrates this schema.
 MIGRATION_LOCK_KEY = zlib.crc32(b"payments.db.migrate")
 
@@ -42,8 +45,13 @@ def _yoyo_url(database_url: str) -> str:
     return f"postgresql+psycopg://{rest}"
 
 
-def migrate(database_url: str) -> list[str]:
-    """Apply every pending migration; returns the ids applied (empty when up to date)."""
+def migrate(database_url: str, *, contract: bool = False) -> list[str]:
+    """Apply every pending migration; returns the ids applied (empty when up to date).
+
+    Expand migrations only, unless `contract`: then also those of migrations/contract/."""
+    sources = [str(MIGRATIONS_DIR)]
+    if contract and CONTRACT_MIGRATIONS_DIR.is_dir():
+        sources.append(str(CONTRACT_MIGRATIONS_DIR))
     with psycopg.connect(database_url, autocommit=True) as lock_conn:
         # Session-level lock, held until released below or this connection closes.
         lock_conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
@@ -51,7 +59,7 @@ def migrate(database_url: str) -> list[str]:
             # get_backend creates yoyo's bookkeeping tables, so it runs under the lock too.
             backend = get_backend(_yoyo_url(database_url))
             try:
-                pending = backend.to_apply(read_migrations(str(MIGRATIONS_DIR)))
+                pending = backend.to_apply(read_migrations(*sources))
                 with backend.lock():
                     backend.apply_migrations(pending)
                 return [migration.id for migration in pending]
