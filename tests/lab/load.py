@@ -5,6 +5,12 @@ Sends continuous traffic through the load balancer: GET /api/products, and every
 per acknowledged request) as a signed-up user. Records, per request, the time, status,
 X-App-Version and latency; connection errors and 5xx are failures.
 
+Like a browser, a request that finds its reused keep-alive connection closed by the load
+balancer before any response byte (nginx closes idle client connections when a reload
+retires its old workers) is sent once more on a new connection: GETs are idempotent and the
+POST carries the same Idempotency-Key, so the app answers it at most once. Such retries are
+counted and reported (`retried`); a request whose retry fails too is a failure.
+
 Only loopback or lab addresses are accepted, and every run is bounded by a request count
 and a time limit, whatever the caller asks.
 
@@ -54,6 +60,7 @@ class Sample:
     version: str
     latency_ms: float
     error: str = ""
+    retried: bool = False
 
 
 @dataclass
@@ -87,8 +94,9 @@ class LoadResult:
                 out.append(version)
         return out
 
-    def latency(self, start: float = 0.0, end: float = float("inf")) -> dict:
-        values = sorted(s.latency_ms for s in self.samples if start <= s.at <= end and s.status in (200, 201))
+    def latency(self, start: float = 0.0, end: float = float("inf"), kind: str | None = None) -> dict:
+        values = sorted(s.latency_ms for s in self.samples
+                        if start <= s.at <= end and s.status in (200, 201) and kind in (None, s.kind))
         if not values:
             return {"count": 0}
         return {
@@ -107,12 +115,20 @@ class LoadResult:
             "failed": len(self.failures),
             "statuses": statuses,
             "orders_acknowledged": len(self.orders),
-            "transitions": self.transitions(),
+            "retried": sum(1 for s in self.samples if s.retried),
+            "transitions": _compact(self.transitions()),
             "seconds": round(self.duration, 1),
             "requests_per_second": round(self.sent / self.duration, 1) if self.duration else 0,
             "latency": self.latency(),
             "first_failures": [vars(s) for s in self.failures[:5]],
         }
+
+
+def _compact(transitions: list[str]) -> list[str]:
+    """A -> B -> A -> B ... while two releases serve side by side: first and last few."""
+    if len(transitions) <= 6:
+        return transitions
+    return transitions[:3] + [f"... {len(transitions) - 6} more ..."] + transitions[-3:]
 
 
 def percentile(sorted_values: list[float], pct: float) -> float:
@@ -166,14 +182,16 @@ async def _worker(client: httpx.AsyncClient, shopper: Shopper | None, result: Lo
         is_post = shopper is not None and post_every > 0 and state["sent"] % post_every == 0
         start = time.monotonic()
         key = uuid.uuid4().hex
+        retried = False
         try:
-            if is_post:
-                response = await client.post(
-                    "/api/payment-intents",
-                    json={"items": [{"price_id": shopper.price_id, "quantity": 1}]},
-                    headers={"Idempotency-Key": key, "Cookie": f"sid={shopper.cookie}"})
-            else:
-                response = await client.get("/api/products")
+            try:
+                response = await _send(client, shopper, is_post, key)
+            except httpx.RemoteProtocolError as exc:
+                if "without sending a response" not in str(exc):
+                    raise
+                # The connection was closed before any response byte: send it again.
+                retried = True
+                response = await _send(client, shopper, is_post, key)
             status, version, error = response.status_code, response.headers.get("x-app-version", ""), ""
             if is_post and status == 201:
                 result.orders[key] = response.json()["order_id"]
@@ -182,7 +200,17 @@ async def _worker(client: httpx.AsyncClient, shopper: Shopper | None, result: Lo
         except httpx.HTTPError as exc:
             status, version, error = 0, "", f"{type(exc).__name__}: {exc}"
         result.samples.append(Sample(at=start - t0, kind="post" if is_post else "get", status=status,
-                                     version=version, latency_ms=(time.monotonic() - start) * 1000, error=error))
+                                     version=version, latency_ms=(time.monotonic() - start) * 1000, error=error,
+                                     retried=retried))
+
+
+async def _send(client: httpx.AsyncClient, shopper: Shopper | None, is_post: bool, key: str) -> httpx.Response:
+    if is_post:
+        return await client.post(
+            "/api/payment-intents",
+            json={"items": [{"price_id": shopper.price_id, "quantity": 1}]},
+            headers={"Idempotency-Key": key, "Cookie": f"sid={shopper.cookie}"})
+    return await client.get("/api/products")
 
 
 async def run_load(base_url: str = LB_URL, *, shopper: Shopper | None = None, concurrency: int = 8,

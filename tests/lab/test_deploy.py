@@ -42,10 +42,17 @@ HTTPS = load.LB_URL
 REGISTRY = "127.0.0.1:5000"
 RUN = uuid.uuid4().hex[:6]
 A, B, BROKEN = f"deploy-a-{RUN}", f"deploy-b-{RUN}", f"deploy-broken-{RUN}"
+HALF = f"deploy-half-{RUN}"
 BROKEN_DOCKERFILE = """\
 FROM {registry}/payments-app:{base}
 # A release that never serves: readiness can never answer.
 CMD ["sh", "-c", "echo 'broken release: this command never serves HTTP' >&2; exec sleep 3600"]
+"""
+# Serves on app1, never on app2 (10.77.0.22): app1 is switched, then has to go back.
+HALF_DOCKERFILE = """\
+FROM {registry}/payments-app:{base}
+CMD ["sh", "-c", "if [ \\"$HOST\\" = 10.77.0.22 ]; then echo 'half release: not on app2' >&2; exec sleep 3600; fi; \
+exec python -m payments serve"]
 """
 
 
@@ -119,12 +126,13 @@ def releases():
         result = subprocess.run(["scripts/lab.sh", "release", tag], cwd=ROOT, capture_output=True, text=True,
                                 timeout=900, env=ansible_env())
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    broken = subprocess.run(["docker", "build", "-q", "-t", f"{REGISTRY}/payments-app:{BROKEN}", "-"],
-                            input=BROKEN_DOCKERFILE.format(registry=REGISTRY, base=A), capture_output=True,
-                            text=True, timeout=300)
-    assert broken.returncode == 0, broken.stderr
-    subprocess.run(["docker", "push", "-q", f"{REGISTRY}/payments-app:{BROKEN}"], check=True, capture_output=True,
-                   timeout=300)
+    for tag, dockerfile in ((BROKEN, BROKEN_DOCKERFILE), (HALF, HALF_DOCKERFILE)):
+        built = subprocess.run(["docker", "build", "-q", "-t", f"{REGISTRY}/payments-app:{tag}", "-"],
+                               input=dockerfile.format(registry=REGISTRY, base=A), capture_output=True,
+                               text=True, timeout=300)
+        assert built.returncode == 0, built.stderr
+        subprocess.run(["docker", "push", "-q", f"{REGISTRY}/payments-app:{tag}"], check=True,
+                       capture_output=True, timeout=300)
     first = run(playbook("deploy.yml", "-e", f"app_version={A}"))
     assert first.returncode == 0, first.stdout[-4000:]
     assert served_version() == A
@@ -168,6 +176,29 @@ def test_release_that_never_becomes_ready_keeps_b_and_fails_naming_the_host(rele
         names = subprocess.run(["docker", "exec", host, "docker", "ps", "--format", "{{.Names}} {{.Image}}"],
                                check=True, capture_output=True, text=True).stdout
         assert BROKEN not in names and "payments-app-next" not in names, names
+
+
+def test_failure_on_the_second_host_switches_the_first_one_back(releases, shopper):
+    result, deploy = under_load(
+        playbook("deploy.yml", "-e", f"app_version={HALF}", "-e", "deploy_ready_timeout=15"), shopper)
+    count_orders(result, shopper)
+    print(json.dumps({"deploy_seconds": round(deploy.seconds, 1), **result.summary()}))
+    assert deploy.returncode != 0, deploy.output[-4000:]
+    assert "Deploy stopped on app2" in deploy.output, deploy.output[-4000:]
+    assert "Switched back: app1" in deploy.output, deploy.output[-4000:]
+    assert "half release: not on app2" in deploy.output
+    assert_no_failed_request(result)
+    assert set(result.versions()) <= {B, HALF} and result.transitions()[-1] == B, result.transitions()
+    # No mixed versions left: only B once the deploy is over, on both hosts.
+    assert {s.version for s in result.samples if s.at > deploy.started_at + deploy.seconds} == {B}
+    for host in ("app1", "app2"):
+        labels = json.loads(subprocess.run(
+            ["docker", "exec", host, "docker", "inspect", "-f", "{{json .Config.Labels}}", "payments-app"],
+            check=True, capture_output=True, text=True).stdout)
+        assert labels["org.opencontainers.image.version"] == B, (host, labels)
+        # The rollback target is still A (the release before B), not the failed one.
+        assert labels["org.payments.previous-version"] == A, (host, labels)
+    assert_orders_exactly_once(result, shopper)
 
 
 def test_rollback_from_b_to_a_under_load(releases, shopper):
