@@ -225,6 +225,8 @@ cmd_test() {
   cmd_idempotence
   log "End-to-end tests"
   cmd_verify
+  log "Rolling deploys, a failed release, a rollback and the deploy lock, under load"
+  cmd_verify_deploy
   if [ "${LAB_KEEP:-0}" != 1 ]; then cmd_down; fi
   log "Lab test passed in $((SECONDS - t0)) s"
 }

@@ -7,7 +7,7 @@ X-App-Version and latency; connection errors and 5xx are failures.
 
 Like a browser, a request that finds its reused keep-alive connection closed by the load
 balancer before any response byte (nginx closes idle client connections when a reload
-retires its old workers) is sent once more on a new connection: GETs are idempotent and the
+retires its old workers; the client sees a clean close or a reset) is sent once more on a new connection: GETs are idempotent and the
 POST carries the same Idempotency-Key, so the app answers it at most once. Such retries are
 counted and reported (`retried`); a request whose retry fails too is a failure.
 
@@ -186,10 +186,11 @@ async def _worker(client: httpx.AsyncClient, shopper: Shopper | None, result: Lo
         try:
             try:
                 response = await _send(client, shopper, is_post, key)
-            except httpx.RemoteProtocolError as exc:
-                if "without sending a response" not in str(exc):
+            except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+                # A reset reads as ReadError, a clean close as "without sending a response":
+                # both are the reused connection closed before any response byte.
+                if isinstance(exc, httpx.RemoteProtocolError) and "without sending a response" not in str(exc):
                     raise
-                # The connection was closed before any response byte: send it again.
                 retried = True
                 response = await _send(client, shopper, is_post, key)
             status, version, error = response.status_code, response.headers.get("x-app-version", ""), ""
