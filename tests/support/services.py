@@ -61,6 +61,15 @@ class Service:
     stop_signal: int = signal.SIGTERM
     extra: dict = field(default_factory=dict)
 
+    def wait_ready(self, ready, *, timeout: float, what: str) -> "Service":
+        """Return self once `ready()` answers; stop the process if it never does."""
+        try:
+            wait_until(ready, timeout=timeout, what=what, process=self.process, log_path=self.log_path)
+        except ServiceError:
+            self.stop()
+            raise
+        return self
+
     def stop(self, timeout: float = 20.0) -> None:
         """Ask the service to stop, wait for it, kill it if it does not."""
         if self.process.poll() is not None:
@@ -316,13 +325,7 @@ def start_postgres(directory: str | os.PathLike, *, durable: bool = False) -> Se
         url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
         service = Service("postgres", url, port, process, log_path, signal.SIGINT,
                           extra={"bindir": bindir, "data": data, "socket_dir": directory})
-        try:
-            wait_until(lambda: _postgres_ready(url), timeout=60, what="PostgreSQL",
-                       process=process, log_path=log_path)
-        except ServiceError:
-            service.stop()
-            raise
-        return service
+        return service.wait_ready(lambda: _postgres_ready(url), timeout=60, what="PostgreSQL")
 
     return _start_with_port_retry(start)
 
@@ -369,13 +372,7 @@ def start_redis(directory: str | os.PathLike) -> Service:
         ]
         process = _spawn(args, log_path)
         service = Service("redis", f"redis://127.0.0.1:{port}/0", port, process, log_path)
-        try:
-            wait_until(lambda: _redis_ping(port), timeout=20, what="Redis",
-                       process=process, log_path=log_path)
-        except ServiceError:
-            service.stop()
-            raise
-        return service
+        return service.wait_ready(lambda: _redis_ping(port), timeout=20, what="Redis")
 
     return _start_with_port_retry(start)
 
@@ -409,13 +406,7 @@ def start_localstripe(directory: str | os.PathLike, *, from_scratch: bool = True
         process = _spawn(args, log_path, stop_signal=signal.SIGINT)
         url = f"http://127.0.0.1:{port}"
         service = Service("localstripe", url, port, process, log_path, signal.SIGINT)
-        try:
-            wait_until(lambda: _http_ok(url + "/js.stripe.com/v3/"), timeout=30,
-                       what="localstripe", process=process, log_path=log_path)
-        except ServiceError:
-            service.stop()
-            raise
-        return service
+        return service.wait_ready(lambda: _http_ok(url + "/js.stripe.com/v3/"), timeout=30, what="localstripe")
 
     return _start_with_port_retry(start)
 
@@ -436,13 +427,7 @@ def start_stripe_stub(
         process = _spawn(args, log_path, stop_signal=signal.SIGINT)
         url = f"http://127.0.0.1:{port}"
         service = Service("stripe_stub", url, port, process, log_path, signal.SIGINT)
-        try:
-            wait_until(lambda: _http_ok(url + "/_stub/health"), timeout=30,
-                       what="Stripe stub", process=process, log_path=log_path)
-        except ServiceError:
-            service.stop()
-            raise
-        return service
+        return service.wait_ready(lambda: _http_ok(url + "/_stub/health"), timeout=30, what="Stripe stub")
 
     return _start_with_port_retry(start)
 
@@ -485,13 +470,8 @@ def start_app_server(
         process = _spawn(args, log_path, env=env, cwd=REPO_ROOT)
         url = f"http://127.0.0.1:{port}"
         service = Service("hypercorn", url, port, process, log_path, extra={"env": env})
-        try:
-            wait_until(lambda: _http_answers(url + ready_path), timeout=timeout,
-                       what=f"hypercorn serving {app}", process=process, log_path=log_path)
-        except ServiceError:
-            service.stop()
-            raise
-        return service
+        return service.wait_ready(lambda: _http_answers(url + ready_path), timeout=timeout,
+                                  what=f"hypercorn serving {app}")
 
     if port is not None:
         return start(port)
