@@ -48,3 +48,8 @@ bench-lab: bootstrap
 ## bench-deploy: a rolling deploy of the running lab under load, against the same load without one
 bench-deploy: bootstrap
 	@scripts/lab.sh bench-deploy
+
+## bench-backup: pgBackRest backup/restore throughput against tar, full restore time, RPO and failover
+# on the molecule scenario roles/pgbackrest/molecule/bench (BENCH_BACKUP_ARGS="--scale 5 --keep")
+bench-backup: bootstrap
+	$(PY) scripts/bench_backup.py $(BENCH_BACKUP_ARGS)
