@@ -13,6 +13,11 @@
 #   scripts/lab.sh idempotence      converge again (changed=0 everywhere) and --check (no changes)
 #   scripts/lab.sh verify-deploy    rolling deploys, a failed release, a rollback and the deploy
 #                                   lock under load (tests/lab/test_deploy.py; several minutes)
+#   scripts/lab.sh verify-backup    point-in-time restore onto a scratch cluster and the restore
+#                                   drill, healthy and with a corrupted repository
+#                                   (tests/lab/test_backup.py)
+#   scripts/lab.sh verify-failover  kill the primary under load, fail over, rejoin, switch back
+#                                   (tests/lab/test_failover.py; several minutes)
 #   scripts/lab.sh bench-deploy     time a rolling deploy under load against the same load without
 #                                   one, record it in docs/benchmarks.md (section "Deploy")
 #   scripts/lab.sh test             what `make test` runs: up from scratch, a second converge with
@@ -187,12 +192,23 @@ cmd_converge() {
 cmd_verify() {
   LAB_APP_VERSION=$(current_version)
   export LAB_APP_VERSION
-  LAB_REQUIRED=1 python -m pytest -m "lab and not lab_deploy" tests/lab -q -p no:cacheprovider
+  LAB_REQUIRED=1 python -m pytest -m "lab and not lab_deploy and not lab_failover and not lab_backup" tests/lab \
+    -q -p no:cacheprovider
 }
 
 cmd_verify_deploy() {
   lab_running || die "the lab is not running: scripts/lab.sh up"
   LAB_REQUIRED=1 LAB_DEPLOY=1 python -m pytest -m lab_deploy tests/lab/test_deploy.py -q -p no:cacheprovider
+}
+
+cmd_verify_backup() {
+  lab_running || die "the lab is not running: scripts/lab.sh up"
+  LAB_REQUIRED=1 LAB_BACKUP=1 python -m pytest -m lab_backup tests/lab/test_backup.py -q -p no:cacheprovider
+}
+
+cmd_verify_failover() {
+  lab_running || die "the lab is not running: scripts/lab.sh up"
+  LAB_REQUIRED=1 LAB_FAILOVER=1 python -m pytest -m lab_failover tests/lab/test_failover.py -q -p no:cacheprovider -s
 }
 
 cmd_bench_deploy() {
@@ -227,6 +243,8 @@ cmd_test() {
   cmd_verify
   log "Rolling deploys, a failed release, a rollback and the deploy lock, under load"
   cmd_verify_deploy
+  log "Failover of the primary under load, rejoin, switchover back"
+  cmd_verify_failover
   if [ "${LAB_KEEP:-0}" != 1 ]; then cmd_down; fi
   log "Lab test passed in $((SECONDS - t0)) s"
 }
@@ -258,9 +276,11 @@ case ${1:-} in
   verify) cmd_verify ;;
   seed) seed_catalog "$(current_version)" ;;
   idempotence) cmd_idempotence ;;
+  verify-backup) cmd_verify_backup ;;
+  verify-failover) cmd_verify_failover ;;
   verify-deploy) cmd_verify_deploy ;;
   bench-deploy) cmd_bench_deploy ;;
   test) cmd_test ;;
   bench) cmd_bench ;;
-  *) sed -n '2,22p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,27p' "$0" >&2; exit 2 ;;
 esac

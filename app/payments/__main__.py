@@ -4,10 +4,12 @@
   seed          write the demo catalog (add --stripe to create it in Stripe first)
   sync-catalog  copy every Stripe product and price into the database
   purge-audit   delete audit rows older than AUDIT_RETENTION_DAYS (default 90)
+  check-write   commit one audit row through DATABASE_URL and print the server that took it
+                (playbooks/failover.yml: the app writes again)
   serve         run the app under hypercorn (HOST, PORT, WEB_CONCURRENCY)
 
-Settings come from environment variables; migrate and purge-audit need DATABASE_URL
-only, so they can run before the app's secrets are in place.
+Settings come from environment variables; migrate, purge-audit and check-write need
+DATABASE_URL only, so they can run before the app's secrets are in place.
 """
 
 from __future__ import annotations
@@ -45,6 +47,32 @@ async def _purge(database_url: str, days: int) -> int:
     async with await psycopg.AsyncConnection.connect(database_url) as conn:
         async with conn.transaction():
             return await audit.purge(conn, older_than_days=days)
+
+
+async def _check_write(database_url: str, reason: str) -> dict:
+    import psycopg
+
+    from payments import audit
+
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        async with conn.transaction():
+            # A write, not a read: a standby (or a fenced old primary) must fail this.
+            await audit.record(conn, action="system.database_write_checked", details={"reason": reason})
+        return {"host": conn.info.host, "port": conn.info.port}
+
+
+def cmd_check_write(args) -> int:
+    import psycopg
+
+    try:
+        server = asyncio.run(_check_write(database_url_from_env(os.environ), args.reason))
+    except psycopg.Error as exc:
+        log.error("database_write_check_failed", error=str(exc).strip())
+        print(f"database write check failed: {str(exc).strip()}", file=sys.stderr)
+        return 1
+    log.info("database_write_checked", **server)
+    print(f"database write check passed: committed on {server['host']}:{server['port']}")
+    return 0
 
 
 def cmd_purge_audit(args) -> int:
@@ -166,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     purge = commands.add_parser("purge-audit", help="delete old audit log rows")
     purge.add_argument("--days", type=int, default=None, help="keep this many days (default 90)")
     purge.set_defaults(func=cmd_purge_audit)
+    check = commands.add_parser("check-write", help="commit one audit row; fail unless the database takes writes")
+    check.add_argument("--reason", default="manual", help="recorded in the audit row (e.g. failover)")
+    check.set_defaults(func=cmd_check_write)
     commands.add_parser("serve", help="run the web server").set_defaults(func=cmd_serve)
     return parser
 

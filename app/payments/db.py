@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import zlib
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg.rows import dict_row
@@ -39,10 +40,20 @@ def create_pool(settings: Settings) -> AsyncConnectionPool:
     )
 
 
-def _yoyo_url(database_url: str) -> str:
-    # yoyo picks its driver from the scheme; psycopg 3 is the one installed.
-    _, rest = database_url.split("://", 1)
-    return f"postgresql+psycopg://{rest}"
+def _yoyo_url(database_url: str, host: str, port: int) -> str:
+    """DATABASE_URL for yoyo, naming the one server `host`:`port`.
+
+    DATABASE_URL may list several hosts (the primary and its replicas, with
+    target_session_attrs=read-write, so a failover needs no new configuration); yoyo parses
+    a URL of one host only, so it gets the server the lock connection reached: the primary.
+    yoyo picks its driver from the scheme; psycopg 3 is the one installed."""
+    parts = urlsplit(database_url)
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    if "," not in hosts:
+        return urlunsplit(("postgresql+psycopg", *parts[1:]))
+    location = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    netloc = f"{userinfo}@{location}" if userinfo else location
+    return urlunsplit(("postgresql+psycopg", netloc, parts.path, parts.query, parts.fragment))
 
 
 def migrate(database_url: str, *, contract: bool = False) -> list[str]:
@@ -57,7 +68,7 @@ def migrate(database_url: str, *, contract: bool = False) -> list[str]:
         lock_conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
         try:
             # get_backend creates yoyo's bookkeeping tables, so it runs under the lock too.
-            backend = get_backend(_yoyo_url(database_url))
+            backend = get_backend(_yoyo_url(database_url, lock_conn.info.host, lock_conn.info.port))
             try:
                 pending = backend.to_apply(read_migrations(*sources))
                 with backend.lock():

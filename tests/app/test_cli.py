@@ -107,3 +107,22 @@ async def test_audit_record_commits_with_the_callers_transaction(app):
         rows = await (await conn.execute("SELECT action, host(ip) AS ip, details FROM audit_logs ORDER BY id")).fetchall()
     assert rows == [{"action": "user.test", "ip": None, "details": {"k": "v"}},
                     {"action": "user.test2", "ip": "192.0.2.1", "details": {}}]
+
+
+def test_check_write_commits_an_audit_row_and_names_the_server(database_url):
+    result = run_cli("check-write", "--reason", "failover", env={"DATABASE_URL": database_url})
+    assert result.returncode == 0, result.stderr
+    assert "database write check passed: committed on " in result.stdout
+    with psycopg.connect(database_url) as conn:
+        details = conn.execute("SELECT details FROM audit_logs WHERE action = 'system.database_write_checked'").fetchall()
+    assert details == [({"reason": "failover"},)]
+
+
+def test_check_write_fails_where_the_database_takes_no_writes(database_url):
+    # What a standby answers: every transaction is read-only.
+    read_only = database_url + ("&" if "?" in database_url else "?") + "options=-c%20default_transaction_read_only%3Don"
+    result = run_cli("check-write", env={"DATABASE_URL": read_only})
+    assert result.returncode == 1
+    assert "database write check failed" in result.stderr
+    assert "read-only transaction" in result.stderr
+    assert remaining_actions(database_url) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
+from urllib.parse import urlsplit, urlunsplit
 from pathlib import Path
 
 import psycopg
@@ -77,3 +78,16 @@ def test_full_text_search_uses_a_gin_index(database_url):
         row = conn.execute(
             "SELECT indexdef FROM pg_indexes WHERE tablename = 'products' AND indexdef ILIKE '%gin%'").fetchone()
     assert row is not None and "search" in row[0]
+
+
+def test_migrate_follows_a_database_url_of_several_hosts_to_the_primary(empty_database_url):
+    # The stack lists every database host (target_session_attrs=read-write) so the app finds
+    # the primary after a failover; here the first host refuses connections, as a fenced old
+    # primary does, and migrate must reach the real server behind the second.
+    parts = urlsplit(empty_database_url)
+    userinfo, _, location = parts.netloc.rpartition("@")
+    multi_host = urlunsplit((parts.scheme, f"{userinfo}@127.0.0.1:1,{location}", parts.path,
+                             "target_session_attrs=read-write", ""))
+    assert "0001_accounts_catalog_audit" in migrate(multi_host)
+    assert APP_TABLES <= tables(empty_database_url)
+    assert migrate(multi_host) == []
