@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from payments.catalog import cache, seed, store
 from payments.catalog.sync import sync_catalog
+from tests.support.services import free_port
 
 
 def product(stripe_id="prod_1", name="Blue Mug", description="A ceramic mug", updated=1_700_000_100, **extra):
@@ -34,6 +35,19 @@ async def test_api_lists_active_products_with_their_prices(app, client):
     assert [p["slug"] for p in products] == ["blue-mug"]
     assert products[0]["prices"] == [
         {"id": "price_1", "unit_amount": 1500, "currency": "usd", "recurring_interval": None}]
+
+
+async def test_catalog_is_read_from_postgres_while_redis_is_down(app, settings, client_for):
+    await write(app, product(), price())
+    client = await client_for(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+
+    listing = await client.get("/api/products")
+    one = await client.get("/api/products/blue-mug")
+
+    assert listing.status_code == 200
+    assert listing.headers["x-cache"] == "miss"
+    assert [p["slug"] for p in listing.json()["products"]] == ["blue-mug"]
+    assert (one.status_code, one.json()["product"]["name"]) == (200, "Blue Mug")
 
 
 async def test_product_by_slug_and_unknown_slug_is_404(app, client):

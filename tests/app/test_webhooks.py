@@ -110,11 +110,13 @@ async def test_unhandled_event_type_is_200_and_stored_as_ignored(app, deliver):
     event = make_event("customer.tax_id.created", {"id": "txi_1"})
 
     response = await deliver(event)
+    again = await deliver(event)
 
     assert response.status_code == 200
     assert response.json()["outcome"] == "ignored"
     rows = await query(app, "SELECT status FROM stripe_events WHERE id = %s", (event["id"],))
     assert rows == [{"status": "ignored"}]
+    assert (again.status_code, again.json()["outcome"]) == (200, "duplicate")
 
 
 async def test_duplicate_webhook_is_applied_once(app, deliver):
@@ -271,13 +273,59 @@ async def test_payment_for_a_different_amount_does_not_fulfil_the_order(app, del
     assert "security.payment_amount_mismatch" in await audit_actions(app)
 
 
+def foreign_payment_intent(intent_id: str = "pi_not_ours") -> dict:
+    """A PaymentIntent without our order id in its metadata (an invoice's, the dashboard's)."""
+    return {"id": intent_id, "object": "payment_intent", "amount": 100, "currency": "usd",
+            "metadata": {}, "latest_charge": None}
+
+
 async def test_payment_intent_of_no_order_of_ours_is_acknowledged(app, deliver):
-    intent = {"id": "pi_not_ours", "object": "payment_intent", "amount": 100, "currency": "usd",
-              "metadata": {}, "latest_charge": None}
+    event = make_event("payment_intent.succeeded", foreign_payment_intent())
+
+    response = await deliver(event)
+    again = await deliver(event)
+
+    assert response.status_code == 200
+    assert response.json()["outcome"] == "processed"
+    assert (again.status_code, again.json()["outcome"]) == (200, "duplicate")
+    rows = await query(app, "SELECT id, status, payload FROM stripe_events")
+    assert rows == [{"id": event["id"], "status": "processed", "payload": event}]
+    assert await count(app, "payments") == 0
+
+
+async def test_concurrent_deliveries_of_an_event_of_no_order_record_it_once(app, deliver):
+    event = make_event("payment_intent.payment_failed", foreign_payment_intent())
+
+    responses = await asyncio.gather(deliver(event), deliver(event))
+
+    assert [r.status_code for r in responses] == [200, 200]
+    assert sorted(r.json()["outcome"] for r in responses) == ["duplicate", "processed"]
+    assert await count(app, "stripe_events") == 1
+
+
+async def test_payment_intent_without_our_metadata_is_matched_by_its_stored_id(app, deliver):
+    """No order id in the metadata: the one-statement path must still find the order
+    that stored the PaymentIntent's id, and apply the event in a transaction."""
+    user = await create_user(app)
+    order = await pending_order(app, user)
+    intent = {**payment_intent_object(order), "metadata": {}}
 
     response = await deliver(make_event("payment_intent.succeeded", intent))
 
-    assert response.status_code == 200
+    assert (response.status_code, response.json()["outcome"]) == (200, "processed")
+    assert await order_status(app, order["id"]) == "paid"
+    assert await count(app, "payments") == 1
+    assert await count(app, "stripe_events") == 1
+
+
+async def test_refund_of_a_charge_of_no_order_of_ours_is_recorded(app, deliver):
+    charge = {"id": "ch_not_ours", "object": "charge", "amount": 100, "amount_refunded": 100,
+              "refunded": True, "currency": "usd", "payment_intent": "pi_not_ours", "metadata": {}}
+
+    response = await deliver(make_event("charge.refunded", charge))
+
+    assert (response.status_code, response.json()["outcome"]) == (200, "processed")
+    assert await count(app, "stripe_events") == 1
     assert await count(app, "payments") == 0
 
 

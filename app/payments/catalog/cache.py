@@ -11,13 +11,15 @@ PostgreSQL.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-import redis.exceptions
 import structlog
+# By name: the functions' `redis` parameter (the client) would hide the module.
+from redis.exceptions import RedisError
 
 GENERATION_KEY = "catalog:generation"
 log = structlog.get_logger("payments.catalog.cache")
@@ -29,8 +31,10 @@ async def invalidate(redis) -> None:
     await redis.incr(GENERATION_KEY)
 
 
+@functools.lru_cache(maxsize=1024)
 def _key(name: str) -> str:
-    # Hash the name: it may hold search text of any shape.
+    # Hash the name: it may hold search text of any shape. Remembered: the listing's name
+    # is hashed on every request otherwise.
     return "catalog:" + hashlib.sha256(name.encode()).hexdigest()[:32]
 
 
@@ -41,7 +45,7 @@ async def cached_json(redis, name: str, ttl_seconds: int,
     key = _key(name)
     try:
         generation, entry = await redis.mget(GENERATION_KEY, key)
-    except redis.exceptions.RedisError as exc:
+    except RedisError as exc:
         log.warning("catalog_cache_unavailable", error=type(exc).__name__)
         value = await load()
         return (None if value is None else orjson.dumps(value)), False
@@ -58,7 +62,7 @@ async def cached_json(redis, name: str, ttl_seconds: int,
     body = orjson.dumps(value)
     try:
         await redis.set(key, generation.encode() + b":" + body, ex=ttl_seconds)
-    except redis.exceptions.RedisError as exc:
+    except RedisError as exc:
         log.warning("catalog_cache_unavailable", error=type(exc).__name__)
     return body, False
 

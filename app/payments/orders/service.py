@@ -37,6 +37,10 @@ _ORDER_COLUMNS = """
     created_at, updated_at, paid_at, refunded_at
 """
 
+# The orders that stored a PaymentIntent's id, as a query another statement can embed
+# (the webhook ledger's one-statement path for events of no order of ours).
+ORDERS_OF_PAYMENT_INTENT = "SELECT 1 FROM orders WHERE stripe_payment_intent_id = %s"
+
 
 @dataclass(frozen=True)
 class LineRequest:

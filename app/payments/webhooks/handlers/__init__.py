@@ -1,6 +1,11 @@
 """Webhook handlers, one module per event family. Each module exports `HANDLERS`
 (event type -> `async def handler(context, event)`); types not listed here are stored
-and answered 200 without effect."""
+and answered 200 without effect.
+
+A module may also export `RELATED` (event type -> `related(event)`): None, or a constant
+query and its parameters finding the rows of ours the event could change. When that
+finds none, the handler would do nothing, so the processor records the event in one
+statement instead of running the handler in a transaction."""
 
 from __future__ import annotations
 
@@ -20,4 +25,8 @@ HANDLERS = {
     **charges.HANDLERS,
     **subscriptions.HANDLERS,
     **invoices.HANDLERS,
+}
+RELATED = {
+    **payment_intents.RELATED,
+    **charges.RELATED,
 }

@@ -30,4 +30,14 @@ async def refunded(context: WebhookContext, event: dict) -> None:
         await lifecycle.mark_refunded(context, order, event=event)
 
 
+def related_orders(event: dict) -> tuple[str, tuple] | None:
+    """For the processor's one-statement path, as in payment_intents: a charge of no
+    order of ours is only recorded (`refunded` does nothing else with it)."""
+    charge = event_object(event)
+    if order_id_of(charge):
+        return None
+    return service.ORDERS_OF_PAYMENT_INTENT, (id_of(charge.get("payment_intent")),)
+
+
 HANDLERS = {"charge.refunded": refunded}
+RELATED = dict.fromkeys(HANDLERS, related_orders)

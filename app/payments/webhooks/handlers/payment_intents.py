@@ -67,8 +67,21 @@ async def canceled(context: WebhookContext, event: dict) -> None:
     await lifecycle.mark_failed(context, order, event=event, reason="payment canceled")
 
 
+def related_orders(event: dict) -> tuple[str, tuple] | None:
+    """For the processor's one-statement path: None when the PaymentIntent carries one of
+    our order ids (it is ours), else the query for an order that stored its id. A
+    PaymentIntent of no order (a subscription invoice's, one made in the dashboard) is
+    then recorded without a transaction of its own; every handler here does nothing else
+    with it."""
+    intent = event_object(event)
+    if order_id_of(intent):
+        return None
+    return service.ORDERS_OF_PAYMENT_INTENT, (intent["id"],)
+
+
 HANDLERS = {
     "payment_intent.succeeded": succeeded,
     "payment_intent.payment_failed": payment_failed,
     "payment_intent.canceled": canceled,
 }
+RELATED = dict.fromkeys(HANDLERS, related_orders)
