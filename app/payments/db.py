@@ -7,6 +7,7 @@ PostgreSQL advisory lock, so the second waits and then finds nothing left to app
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -38,6 +39,21 @@ def create_pool(settings: Settings) -> AsyncConnectionPool:
         open=False,
         name="payments",
     )
+
+
+# The pool check in progress, per pool (one at a time).
+_pool_checks: dict[int, asyncio.Task] = {}
+
+
+def recheck_pool(pool: AsyncConnectionPool) -> None:
+    """Test every idle connection of `pool` in the background, replacing the broken ones.
+
+    Called when a connection failed: after a failover every pooled connection to the old
+    primary is dead, and without this each of them would fail one more request before the
+    pool drops it. At most one check runs at a time per pool."""
+    running = _pool_checks.get(id(pool))
+    if running is None or running.done():
+        _pool_checks[id(pool)] = asyncio.get_running_loop().create_task(pool.check())
 
 
 def _yoyo_url(database_url: str, host: str, port: int) -> str:

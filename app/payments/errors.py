@@ -15,6 +15,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from payments.db import recheck_pool
+
 # Codes for Starlette's own HTTP errors (unknown route, wrong method, ...).
 _HTTP_CODES = {
     400: "bad_request",
@@ -72,6 +74,8 @@ async def handle_http_exception(request: Request, exc: HTTPException) -> Respons
 
 async def handle_backend_down(request: Request, exc: Exception) -> Response:
     # PostgreSQL or Redis is unreachable: the request may succeed later, so 503 not 500.
+    if isinstance(exc, psycopg.OperationalError) and getattr(request.app.state, "db", None) is not None:
+        recheck_pool(request.app.state.db)
     return error_response(503, "service_unavailable", "A backing service is unavailable, try again shortly.",
                           {"Retry-After": "5"})
 

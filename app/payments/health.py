@@ -10,6 +10,8 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
+from payments.db import recheck_pool
+
 CHECK_TIMEOUT_SECONDS = 2.0
 
 
@@ -28,7 +30,11 @@ async def check_database(pool) -> dict:
         async with pool.connection(timeout=CHECK_TIMEOUT_SECONDS) as conn:
             await conn.execute("SELECT 1")
 
-    return await _timed(probe)
+    result = await _timed(probe)
+    if result["status"] != "ok":
+        # The load balancer asks often: a dead connection found here clears out its siblings.
+        recheck_pool(pool)
+    return result
 
 
 async def check_redis(redis) -> dict:

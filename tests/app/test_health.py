@@ -68,3 +68,30 @@ async def test_every_response_carries_the_app_version(client, settings):
     for path in ("/livez", "/api/products", "/no-such-page"):
         response = await client.get(path)
         assert response.headers["x-app-version"] == settings.app_version
+
+
+async def test_connections_killed_under_the_pool_fail_one_check_then_are_replaced(settings, client_for, database_url):
+    # What a failover does to the app: every pooled connection to the old primary dies at once.
+    import asyncio
+
+    import psycopg
+
+    from payments.db import _pool_checks
+
+    client = await client_for(settings, db_pool_min_size=4)
+    pool = client._transport.app.state.db
+    await pool.wait(timeout=10)
+    assert (await client.get("/readyz")).status_code == 200
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        killed = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+        ).fetchone()[0]
+    assert killed >= 4
+    first = await client.get("/readyz")
+    assert first.status_code == 503
+    # The failed check started a check of the whole pool: the other dead connections are
+    # replaced before any other request meets them.
+    await asyncio.wait_for(_pool_checks[id(pool)], timeout=10)
+    statuses = [(await client.get("/readyz")).status_code for _ in range(8)]
+    assert statuses == [200] * 8
