@@ -35,7 +35,6 @@ import datetime
 import json
 import os
 import platform
-import re
 import shlex
 import subprocess
 import sys
@@ -43,6 +42,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from bench_docs import replace_section  # scripts/bench_docs.py (scripts/ is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 ROLE_DIR = ROOT / "roles" / "pgbackrest"
@@ -502,16 +503,6 @@ def section(fig: dict, app_failover: str) -> str:
     ])
 
 
-def record(path: Path, text: str) -> None:
-    content = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"^## Backups\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(content):
-        content = pattern.sub(lambda _: text + "\n", content)
-    else:
-        content = content.rstrip("\n") + "\n\n" + text
-    path.write_text(content.rstrip("\n") + "\n")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=int, default=50, help="pgbench scale (50: about 750 MB)")
@@ -531,7 +522,7 @@ def main() -> int:
             molecule("destroy", 600)
     text = section(fig, args.app_failover)
     if not args.no_record:
-        record(args.output, text)
+        replace_section(args.output, "Backups", text)
     print(text)
     print(json.dumps(fig, indent=1, default=str))
     return 0

@@ -20,7 +20,6 @@ import datetime
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +30,7 @@ sys.path.insert(0, str(ROOT / "tests" / "lab"))
 import httpx  # noqa: E402
 
 import load  # noqa: E402
+from bench_docs import replace_section  # noqa: E402  (scripts/bench_docs.py)
 
 TARGET_REQUESTS = 5000
 TARGET_SECONDS = 45
@@ -119,16 +119,6 @@ def _pair(latency: dict) -> str:
     return f"{latency.get('p50_ms')} / {latency.get('p99_ms')} ms"
 
 
-def record(path: Path, text: str) -> None:
-    content = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"^## Deploy\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(content):
-        content = pattern.sub(lambda _: text + "\n", content)
-    else:
-        content = content.rstrip("\n") + "\n\n" + text
-    path.write_text(content.rstrip("\n") + "\n")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
@@ -163,7 +153,7 @@ def main() -> int:
     if run.returncode != 0:
         print(run.output[-4000:])
     text = section(args, steady, during, run)
-    record(args.output, text)
+    replace_section(args.output, "Deploy", text)
     print(text)
     print(json.dumps({"steady": steady.summary(), "during": during.summary()}, indent=1)[:3000])
     back = deploy(original)

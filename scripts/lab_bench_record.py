@@ -15,6 +15,8 @@ import platform
 import re
 from pathlib import Path
 
+from bench_docs import replace_section  # scripts/bench_docs.py (scripts/ is on sys.path)
+
 TARGET_FRESH_SECONDS = 600
 TARGET_SECOND_SECONDS = 90
 TASK_LINE = re.compile(r"^[\s│|]*(?P<name>.+?) -{3,}\s+(?P<seconds>[0-9]+\.[0-9]+)s\s*$")
@@ -104,14 +106,7 @@ def main() -> None:
     parser.add_argument("--source", default="bench", help="how the numbers were taken")
     args = parser.parse_args()
 
-    text = args.output.read_text() if args.output.exists() else "# Benchmarks\n"
-    new = section(args)
-    pattern = re.compile(r"^## Lab\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: new + "\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + new + "\n"
-    args.output.write_text(text)
+    replace_section(args.output, "Lab", section(args))
 
 
 if __name__ == "__main__":

@@ -24,12 +24,17 @@ import json
 import os
 import re
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from labtools import ansible_env, playbook  # noqa: E402  (tests/lab/labtools.py)
 
 pytestmark = [
     pytest.mark.lab,
@@ -61,18 +66,6 @@ elif action == "get":
 elif action == "put":
     s3.put_object(Bucket=bucket, Key=key, Body=base64.b64decode(sys.stdin.read()))
 """
-
-
-def ansible_env() -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "LAB_APP_VERSION"}
-    env["PATH"] = f"{ROOT / '.venv/bin'}:{env.get('PATH', '')}"
-    env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
-    env["ANSIBLE_FORCE_COLOR"] = "0"
-    return env
-
-
-def playbook(name: str, *extra: str) -> list[str]:
-    return ["ansible-playbook", "-i", "inventories/lab", f"playbooks/{name}", *extra]
 
 
 def run(command: list[str], timeout: float = 1200) -> subprocess.CompletedProcess:

@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import load  # noqa: E402  (tests/lab/load.py)
+from labtools import ansible_env, playbook  # noqa: E402  (tests/lab/labtools.py)
 
 pytestmark = [
     pytest.mark.lab,
@@ -54,18 +55,6 @@ FROM {registry}/payments-app:{base}
 CMD ["sh", "-c", "if [ \\"$HOST\\" = 10.77.0.22 ]; then echo 'half release: not on app2' >&2; exec sleep 3600; fi; \
 exec python -m payments serve"]
 """
-
-
-def ansible_env() -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "LAB_APP_VERSION"}
-    env["PATH"] = f"{ROOT / '.venv/bin'}:{env.get('PATH', '')}"
-    env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
-    env["ANSIBLE_FORCE_COLOR"] = "0"
-    return env
-
-
-def playbook(name: str, *extra: str) -> list[str]:
-    return ["ansible-playbook", "-i", "inventories/lab", f"playbooks/{name}", *extra]
 
 
 def run(command: list[str], timeout: float = 600) -> subprocess.CompletedProcess:

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import load  # noqa: E402  (tests/lab/load.py)
+from labtools import ansible_env, playbook  # noqa: E402  (tests/lab/labtools.py)
 
 pytestmark = [
     pytest.mark.lab,
@@ -37,18 +38,6 @@ pytestmark = [
 ]
 
 FENCE_FILE = "/etc/nftables.d/db-fence.nft"
-
-
-def ansible_env() -> dict:
-    env = dict(os.environ)
-    env["PATH"] = f"{ROOT / '.venv/bin'}:{env.get('PATH', '')}"
-    env["ANSIBLE_CONFIG"] = str(ROOT / "ansible.cfg")
-    env["ANSIBLE_FORCE_COLOR"] = "0"
-    return env
-
-
-def playbook(name: str, *extra: str) -> list[str]:
-    return ["ansible-playbook", "-i", "inventories/lab", f"playbooks/{name}", *extra]
 
 
 def run_playbook(name: str, *extra: str) -> str:
