@@ -29,6 +29,7 @@ from payments.routes import accounts, catalog, checkout, health, orders, pages, 
 from payments.routes import metrics as metrics_routes
 from payments.stripe_gateway import create_http_client, create_stripe_client
 from payments.templating import STATIC_DIR, create_templates
+from payments.webhooks.batch import ClaimBatcher
 
 log = structlog.get_logger("payments.app")
 
@@ -68,6 +69,8 @@ async def lifespan(app: Starlette):
     redis = create_redis(settings.redis_url, settings.redis_max_connections)
     stripe_http = create_http_client(settings)
     app.state.db = pool
+    # Stripe's webhook deliveries that change nothing of ours share statements (batch.py).
+    app.state.webhook_claims = ClaimBatcher(pool)
     app.state.redis = redis
     app.state.stripe = create_stripe_client(settings, stripe_http)
     app.state.started_at = time.monotonic()

@@ -55,7 +55,8 @@ async def stripe_webhook(request: Request) -> Response:
         return error_response(400, "invalid_signature", "The webhook signature could not be verified.")
 
     try:
-        outcome = await process_event(state.db, event, redis=state.redis, stripe=state.stripe)
+        outcome = await process_event(state.db, event, redis=state.redis, stripe=state.stripe,
+                                      claims=state.webhook_claims)
     except HandlerFailed:
         _count(event["type"], "error")
         return error_response(500, "webhook_handler_failed", "The event could not be processed; it will be retried.")

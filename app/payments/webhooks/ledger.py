@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timezone
 
 import orjson
@@ -74,6 +76,67 @@ async def claim_unless_related(conn, event: dict, *, status: str, related: str,
                                 (*related_params, *_claim_params(event, status)))
     row = await cursor.fetchone()
     return row["related"], row["claimed"]
+
+
+@functools.cache
+def _claim_events_unless_related_sql(related: str) -> str:
+    # `related` is the one-event query; its one parameter becomes each row's related_key.
+    if related.count("%s") != 1:
+        raise ValueError(f"a related query takes one parameter: {related!r}")
+    per_row = related.replace("%s", "claim.related_key")
+    # Binary parameters: arrays of text need no quoting; the payloads are JSON text that
+    # PostgreSQL parses into jsonb. Inserted in id order: two workers' batches take the
+    # primary key's locks in the same order, so they cannot deadlock.
+    return f"""
+        WITH claim AS (
+                 SELECT claim.*, EXISTS ({per_row}) AS related
+                   FROM unnest(%b::text[], %b::text[], %b::bigint[], %b::text[], %b::text[], %b::text[])
+                        WITH ORDINALITY AS claim (id, type, created, payload, status, related_key, n)),
+             claimed AS (
+                 INSERT INTO stripe_events (id, type, created, payload, status, processed_at)
+                 SELECT id, type, to_timestamp(created), payload::jsonb, status, now()
+                   FROM claim
+                  WHERE NOT related
+                  ORDER BY id
+                 ON CONFLICT (id) DO NOTHING
+                 RETURNING id)
+        SELECT claim.id, claim.related, claimed.id IS NOT NULL AS claimed
+          FROM claim LEFT JOIN claimed USING (id)
+         ORDER BY claim.n
+        """
+
+
+async def claim_events_unless_related(conn, claims: Sequence[tuple[dict, str, str | None]], *,
+                                      related: str) -> list[tuple[bool, bool]]:
+    """`claim_unless_related` for many events in one statement: for each (event, status,
+    related_key), in order, (related, claimed). `related` is the one-event query, run per
+    row with the row's key (a NULL key finds nothing).
+
+    The events' ids must be distinct. For an autocommit connection, as
+    `claim_unless_related`: every row is then written or not in one transaction, and one
+    row PostgreSQL refuses (a payload jsonb cannot hold) fails them all.
+    """
+    cursor = await conn.execute(_claim_events_unless_related_sql(related), (
+        [event["id"] for event, _, _ in claims],
+        [event["type"] for event, _, _ in claims],
+        [event["created"] for event, _, _ in claims],
+        [orjson.dumps(event).decode() for event, _, _ in claims],
+        [status for _, status, _ in claims],
+        [key for _, _, key in claims],
+    ))
+    return [(row["related"], row["claimed"]) for row in await cursor.fetchall()]
+
+
+@contextlib.asynccontextmanager
+async def autocommit(conn) -> AsyncIterator[None]:
+    """For statements that are each their own transaction: no BEGIN and COMMIT round trips.
+    The pool's connections are otherwise in transaction mode; this puts it back."""
+    await conn.set_autocommit(True)
+    try:
+        yield
+    finally:
+        if not conn.closed:
+            await conn.set_autocommit(False)
 
 
 async def record_failure(conn, event: dict, error: BaseException) -> None:

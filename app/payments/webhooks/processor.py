@@ -11,15 +11,14 @@ The event row and the handler's effects are written in one transaction:
 An event that changes nothing of ours is recorded in a single statement, in autocommit
 (the statement is its transaction): one round trip to PostgreSQL instead of three or four
 (BEGIN, the claim, the handler's lookup, COMMIT). That is an event of a type without a handler, and
-one whose handler family's `RELATED` query finds no row of ours (checked in the same
-statement as the claim, so nothing can slip in between).
+one whose handler family's `RELATED` lookup finds no row of ours (checked in the same
+statement as the claim, so nothing can slip in between). Given the app's `ClaimBatcher`,
+concurrent such events share that statement (batch.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-from collections.abc import AsyncIterator
 
 import structlog
 
@@ -38,26 +37,39 @@ class HandlerFailed(Exception):
     """The event's handler raised; its transaction was rolled back."""
 
 
-async def process_event(pool, event: dict, *, redis=None, stripe=None, handlers=None) -> str:
-    """Apply `event`; returns PROCESSED, DUPLICATE or IGNORED, raises HandlerFailed."""
+async def process_event(pool, event: dict, *, redis=None, stripe=None, handlers=None, claims=None) -> str:
+    """Apply `event`; returns PROCESSED, DUPLICATE or IGNORED, raises HandlerFailed.
+
+    `claims`: the app's ClaimBatcher, to record an event that changes nothing of ours
+    together with concurrent ones; without it, each is recorded alone."""
     if handlers is None:
         handlers, related = HANDLERS, RELATED.get(event["type"])
     else:
         related = None  # handlers given by the caller (tests) always run
     handler = handlers.get(event["type"])
+    # No handler: stored anyway, the ledger shows everything Stripe sent.
+    lookup = related(event) if handler is not None and related is not None else None
+    one_statement = handler is None or lookup is not None
+    if one_statement and claims is not None:
+        result = await claims.claim(event, status=IGNORED if handler is None else PROCESSED,
+                                    payment_intent_id=lookup.payment_intent_id if lookup else None)
+        if result is not None:  # None: its batch failed, so it is claimed alone below
+            found, claimed = result
+            if not found:
+                return (IGNORED if handler is None else PROCESSED) if claimed else DUPLICATE
+            one_statement = False  # an order of ours: applied in a transaction
     async with pool.connection() as conn:
         context = WebhookContext(conn=conn, redis=redis, stripe=stripe)
         try:
             if handler is None:
-                # Stored anyway: the ledger shows everything Stripe sent.
-                async with _autocommit(conn):
+                async with ledger.autocommit(conn):
                     claimed = await ledger.claim_event(conn, event, status=IGNORED)
                 return IGNORED if claimed else DUPLICATE
-            query = related(event) if related is not None else None
-            if query is not None:
-                async with _autocommit(conn):
+            if one_statement:
+                async with ledger.autocommit(conn):
                     found, claimed = await ledger.claim_unless_related(
-                        conn, event, status=PROCESSED, related=query[0], related_params=query[1])
+                        conn, event, status=PROCESSED, related=lookup.QUERY,
+                        related_params=(lookup.payment_intent_id,))
                 if not found:  # recorded (or a duplicate): the handler would do nothing
                     return PROCESSED if claimed else DUPLICATE
             async with conn.transaction():
@@ -71,18 +83,6 @@ async def process_event(pool, event: dict, *, redis=None, stripe=None, handlers=
             raise HandlerFailed(event["id"]) from exc
     await _run_after_commit(context, event)
     return PROCESSED
-
-
-@contextlib.asynccontextmanager
-async def _autocommit(conn) -> AsyncIterator[None]:
-    """For one statement that is its own transaction: no BEGIN and COMMIT round trips.
-    The pool's connections are otherwise in transaction mode; this puts it back."""
-    await conn.set_autocommit(True)
-    try:
-        yield
-    finally:
-        if not conn.closed:
-            await conn.set_autocommit(False)
 
 
 async def _record_failure(conn, event: dict, exc: Exception) -> None:

@@ -2,10 +2,11 @@
 (event type -> `async def handler(context, event)`); types not listed here are stored
 and answered 200 without effect.
 
-A module may also export `RELATED` (event type -> `related(event)`): None, or a constant
-query and its parameters finding the rows of ours the event could change. When that
-finds none, the handler would do nothing, so the processor records the event in one
-statement instead of running the handler in a transaction."""
+A module may also export `RELATED` (event type -> `related(event)`): None, or the key of
+the rows of ours the event could change (related.py). When the ledger finds none, the
+handler would do nothing, so the processor records the event in one statement (shared
+with concurrent events: webhooks/batch.py) instead of running the handler in a
+transaction."""
 
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ import structlog
 from payments.orders import attempts, lifecycle, service
 from payments.webhooks.context import WebhookContext
 from payments.webhooks.handlers._objects import event_object, id_of, order_id_of
+from payments.webhooks.handlers.related import OrdersOfPaymentIntent
 
 log = structlog.get_logger("payments.webhooks")
 
@@ -30,13 +31,13 @@ async def refunded(context: WebhookContext, event: dict) -> None:
         await lifecycle.mark_refunded(context, order, event=event)
 
 
-def related_orders(event: dict) -> tuple[str, tuple] | None:
+def related_orders(event: dict) -> OrdersOfPaymentIntent | None:
     """For the processor's one-statement path, as in payment_intents: a charge of no
     order of ours is only recorded (`refunded` does nothing else with it)."""
     charge = event_object(event)
     if order_id_of(charge):
         return None
-    return service.ORDERS_OF_PAYMENT_INTENT, (id_of(charge.get("payment_intent")),)
+    return OrdersOfPaymentIntent(id_of(charge.get("payment_intent")))
 
 
 HANDLERS = {"charge.refunded": refunded}

@@ -9,6 +9,7 @@ from payments import audit
 from payments.orders import attempts, lifecycle, service
 from payments.webhooks.context import WebhookContext
 from payments.webhooks.handlers._objects import event_object, id_of, order_id_of
+from payments.webhooks.handlers.related import OrdersOfPaymentIntent
 
 log = structlog.get_logger("payments.webhooks")
 
@@ -67,16 +68,16 @@ async def canceled(context: WebhookContext, event: dict) -> None:
     await lifecycle.mark_failed(context, order, event=event, reason="payment canceled")
 
 
-def related_orders(event: dict) -> tuple[str, tuple] | None:
+def related_orders(event: dict) -> OrdersOfPaymentIntent | None:
     """For the processor's one-statement path: None when the PaymentIntent carries one of
-    our order ids (it is ours), else the query for an order that stored its id. A
+    our order ids (it is ours), else the lookup of an order that stored its id. A
     PaymentIntent of no order (a subscription invoice's, one made in the dashboard) is
     then recorded without a transaction of its own; every handler here does nothing else
     with it."""
     intent = event_object(event)
     if order_id_of(intent):
         return None
-    return service.ORDERS_OF_PAYMENT_INTENT, (intent["id"],)
+    return OrdersOfPaymentIntent(intent["id"])
 
 
 HANDLERS = {
