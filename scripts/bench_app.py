@@ -6,7 +6,8 @@ each:
 
 - the app (`python -m payments serve`, WEB_CONCURRENCY=2);
 - a bare ASGI app (`bare_app` below: a fixed JSON body, or the request body read and
-  acknowledged), the ceiling this machine and hypercorn allow.
+  acknowledged), the ceiling this machine and hypercorn allow, served the same way
+  (`serve_bare`: hypercorn with a listening socket per worker, app/payments/server.py).
 
 Each is loaded with `wrk` (loopback only, bounded in time and in request count) on:
 
@@ -85,6 +86,23 @@ async def bare_app(scope, receive, send):
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
+
+
+def serve_bare() -> int:
+    """`bench_app.py serve-bare`: the bare app under hypercorn as `python -m payments serve`
+    runs the app (HOST, PORT, WEB_CONCURRENCY; a listening socket per worker)."""
+    from hypercorn.run import run
+
+    sys.path.insert(0, str(REPO_ROOT / "app"))
+    from payments.server import WorkerSocketsConfig
+
+    config = WorkerSocketsConfig()
+    config.application_path = "bench_app:bare_app"
+    config.bind = [f"{os.environ['HOST']}:{os.environ['PORT']}"]
+    config.workers = int(os.environ["WEB_CONCURRENCY"])
+    config.accesslog = None
+    config.keep_alive_timeout = 75
+    return run(config)
 
 
 # -- load -------------------------------------------------------------------------------
@@ -344,8 +362,8 @@ def main() -> int:
                                          "Stripe-Signature": line[2]}, line[3].encode())
         bare_env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "scripts"),
                         BENCH_BARE_BODY=catalog_body.decode())
-        bare = services.start_app_server(work / "bare", bare_env, workers=WORKERS,
-                                         app="bench_app:bare_app", ready_path="/")
+        bare = services.start_app_server(work / "bare", bare_env, workers=WORKERS, ready_path="/",
+                                         command=[sys.executable, __file__, "serve-bare"])
         started.append(bare)
 
         for name, path, max_requests in (("catalog", CATALOG_PATH, args.max_requests),
@@ -417,4 +435,4 @@ def print_table(results: dict, rss: list[float], args, load: float) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(serve_bare() if sys.argv[1:] == ["serve-bare"] else main())

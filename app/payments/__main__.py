@@ -143,8 +143,9 @@ def cmd_sync_catalog(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from hypercorn.config import Config
     from hypercorn.run import run
+
+    from payments.server import WorkerSocketsConfig
 
     settings = Settings.from_env(os.environ)  # fail here, before forking workers
     metrics_dir = None
@@ -153,7 +154,7 @@ def cmd_serve(args) -> int:
         # set before the workers start, since they read it at import.
         metrics_dir = tempfile.mkdtemp(prefix="payments-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    config = Config()
+    config = WorkerSocketsConfig()  # a listening socket per worker: see server.py
     config.application_path = "payments.app:create_app()"
     config.bind = [f"{settings.host}:{settings.port}"]
     config.workers = settings.workers

@@ -19,6 +19,7 @@ from starlette.staticfiles import StaticFiles
 
 from payments import metrics
 from payments.cache import create_redis
+from payments.catalog import cache as catalog_cache
 from payments.config import Settings
 from payments.db import create_pool
 from payments.errors import EXCEPTION_HANDLERS
@@ -72,6 +73,7 @@ async def lifespan(app: Starlette):
     # Stripe's webhook deliveries that change nothing of ours share statements (batch.py).
     app.state.webhook_claims = ClaimBatcher(pool)
     app.state.redis = redis
+    app.state.catalog_memo = catalog_cache.Memo()  # recent catalog cache hits (catalog/cache.py)
     app.state.stripe = create_stripe_client(settings, stripe_http)
     app.state.started_at = time.monotonic()
     gauges = asyncio.create_task(_refresh_pool_gauges(pool))

@@ -3,6 +3,8 @@ seed and sync-catalog (against localstripe behind the Stripe stub)."""
 
 from __future__ import annotations
 
+import asyncio
+
 from payments.catalog import cache, seed, store
 from payments.catalog.sync import sync_catalog
 from tests.support.services import free_port
@@ -145,6 +147,46 @@ async def test_entry_loaded_while_the_catalog_changed_is_not_served(app):
     body, hit = await cache.cached_json(redis, "products:race", 60, load_again)
     assert (body, hit) == (b'[{"slug":"new-rows"}]', True)
     assert loads == ["old", "new"]
+
+
+async def test_memo_answers_recent_hits_and_sees_another_process_invalidate_after_its_age(app):
+    """Two workers (two Memos on one Redis): another process's invalidation (here a bare
+    INCR, as sync-catalog in its own process does) reaches this worker once its copy is
+    older than the memo's age, and never before a read of Redis."""
+    redis = app.state.redis
+    memo = cache.Memo(max_age_seconds=0.2)
+    rows = [[{"slug": "first"}]]
+
+    async def load():
+        return rows[0]
+
+    assert await cache.cached_json(redis, "products:memo", 60, load, memo) == (b'[{"slug":"first"}]', False)
+    # The first hit comes from Redis and is kept; the next from memory.
+    assert await cache.cached_json(redis, "products:memo", 60, load, memo) == (b'[{"slug":"first"}]', True)
+    rows[0] = [{"slug": "second"}]
+    await redis.incr(cache.GENERATION_KEY)  # not this process's invalidate(): the memo is not told
+    assert await cache.cached_json(redis, "products:memo", 60, load, memo) == (b'[{"slug":"first"}]', True)
+    await asyncio.sleep(0.25)
+    assert await cache.cached_json(redis, "products:memo", 60, load, memo) == (b'[{"slug":"second"}]', False)
+
+
+async def test_invalidate_empties_the_memos_of_its_process_at_once(app, client):
+    await write(app, product())
+    await client.get("/api/products")
+    assert (await client.get("/api/products")).headers["x-cache"] == "hit"  # now in the app's memo
+    await write(app, product(name="Renamed Mug", updated=1_800_000_000))
+    await cache.invalidate(app.state.redis)
+    fresh = await client.get("/api/products")
+    assert fresh.headers["x-cache"] == "miss"
+    assert fresh.json()["products"][0]["name"] == "Renamed Mug"
+
+
+def test_memo_is_bounded():
+    memo = cache.Memo()
+    for n in range(cache.MEMO_MAX_ENTRIES + 1):
+        memo.put(f"products:search:{n}", b"[]")
+    assert memo.get(f"products:search:{cache.MEMO_MAX_ENTRIES}") == b"[]"
+    assert memo.get("products:search:0") is None  # a full memo started again empty
 
 
 async def test_seed_writes_demo_catalog_without_stripe_and_is_repeatable(app, client):

@@ -22,7 +22,8 @@ async def _load_product_list_json(request: Request, query: str | None) -> tuple[
             return await queries.list_products(conn)
 
     name = f"products:search:{query}" if query else "products:all"
-    return await cache.cached_json(state.redis, name, state.settings.catalog_cache_ttl_seconds, load)
+    return await cache.cached_json(state.redis, name, state.settings.catalog_cache_ttl_seconds, load,
+                                   state.catalog_memo)
 
 
 async def _load_product_json(request: Request, slug: str) -> tuple[bytes | None, bool]:
@@ -32,7 +33,8 @@ async def _load_product_json(request: Request, slug: str) -> tuple[bytes | None,
         async with state.db.connection() as conn:
             return await queries.get_product(conn, slug)
 
-    return await cache.cached_json(state.redis, f"product:{slug}", state.settings.catalog_cache_ttl_seconds, load)
+    return await cache.cached_json(state.redis, f"product:{slug}", state.settings.catalog_cache_ttl_seconds, load,
+                                   state.catalog_memo)
 
 
 async def load_product_list(request: Request, query: str | None) -> tuple[list[dict], bool]:
