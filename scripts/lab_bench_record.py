@@ -62,6 +62,7 @@ def verdict(seconds: int, target: int) -> str:
 def section(args) -> str:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     cpus = os.cpu_count()
+    steps = timings(args.timings)
     out = [
         "## Lab",
         "",
@@ -77,10 +78,11 @@ def section(args) -> str:
         f"| second converge of site.yml, no changes | {args.second_seconds} "
         f"| {verdict(args.second_seconds, TARGET_SECOND_SECONDS)} |",
         "",
-        "Step timings from .lab/timings (seconds): " + ", ".join(f"{k} {v}" for k, v in timings(args.timings).items())
+        "Step timings from .lab/timings (seconds): " + ", ".join(f"{k} {v}" for k, v in steps.items())
         + ". `site` is the first converge of playbooks/site.yml on the whole lab (lab services were"
-        " converged just before it, so it includes their no-change pass); `second` and `check` are"
-        " the no-change converge and the `--check` run after it.",
+        " converged just before it, so it includes their no-change pass)"
+        + ("; `second` and `check` are the no-change converge and the `--check` run after it."
+           if "second" in steps else "."),
         "",
         "Slowest tasks of the fresh converge of the whole stack (profile_tasks):",
         "",
