@@ -4,6 +4,7 @@ CSRF on the HTML forms, rate limits, and the one-Stripe-customer-per-user rule."
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
 
@@ -49,7 +50,7 @@ async def test_duplicate_email_is_409(client):
 
 async def test_sign_in_with_right_password_and_refusal_with_wrong(app, client):
     await sign_up(client)
-    await client.post("/api/auth/sign-out")
+    await client.post("/api/auth/sign-out", json={})
     wrong = await client.post("/api/auth/sign-in", json={"email": "ada@example.com", "password": "nope-nope"})
     assert wrong.status_code == 401
     assert wrong.json()["error"]["code"] == "invalid_credentials"
@@ -65,12 +66,27 @@ async def test_sign_in_with_right_password_and_refusal_with_wrong(app, client):
 async def test_sign_out_ends_the_session_server_side(app, client):
     await sign_up(client)
     session_id = client.cookies.get(sessions.COOKIE_NAME)
-    response = await client.post("/api/auth/sign-out")
+    # No body at all is fine, as long as it is declared JSON.
+    response = await client.post("/api/auth/sign-out", headers={"Content-Type": "application/json"})
     assert response.status_code == 204
     assert (await client.get("/api/me")).status_code == 401
     # Replaying the old cookie does not work either: the session is gone from Redis.
     client.cookies.set(sessions.COOKIE_NAME, session_id)
     assert (await client.get("/api/me")).status_code == 401
+
+
+@pytest.mark.parametrize("headers, body", [
+    ({"Content-Type": "application/x-www-form-urlencoded"}, b""),
+    ({"Content-Type": "text/plain"}, b"{}"),
+    ({}, b""),
+], ids=["form", "text-plain", "no-content-type"])
+async def test_json_sign_out_refuses_what_a_cross_site_form_can_send(client, headers, body):
+    await sign_up(client)
+
+    response = await client.post("/api/auth/sign-out", headers=headers, content=body)
+
+    assert (response.status_code, response.json()["error"]["code"]) == (415, "unsupported_media_type")
+    assert (await client.get("/api/me")).status_code == 200  # still signed in
 
 
 async def test_cookie_holds_only_a_random_id_and_redis_holds_the_session(app, client):
@@ -160,7 +176,7 @@ async def test_token_from_another_browser_is_refused(app, client, client_for, se
 
 async def test_sign_in_form_shows_error_for_wrong_password(client):
     await sign_up(client)
-    await client.post("/api/auth/sign-out")
+    await client.post("/api/auth/sign-out", json={})
     token = csrf_token_from((await client.get("/sign-in")).text)
     response = await client.post("/sign-in", data={"csrf_token": token, "email": "ada@example.com",
                                                    "password": "wrong password"})
@@ -234,41 +250,43 @@ async def test_ensure_stripe_customer_creates_one_customer_and_stores_it(app, cl
     assert customer.email == "ada@example.com"
 
 
-async def test_customer_create_call_carries_an_idempotency_key_derived_from_user_id():
-    """A stand-in records the call: localstripe does not implement Idempotency-Key, so
-    this checks what the app sends rather than how Stripe deduplicates it."""
+async def test_customer_key_is_stable_for_a_user_row_and_new_for_a_recreated_id(app, monkeypatch):
+    """The keys are read from the call the app makes: localstripe does not implement
+    Idempotency-Key, so this checks what the app sends, not how Stripe deduplicates it.
+    A row dropped and inserted again with its id is what a point-in-time restore leads to."""
+    stripe_customers = app.state.stripe.v1.customers
+    sent = []
+    original = stripe_customers.create_async
 
-    class RecordingCustomers:
-        calls = []
+    async def recording(params, options=None):
+        sent.append((params, options["idempotency_key"]))
+        return await original(params, options)
 
-        async def create_async(self, params, options):
-            self.calls.append((params, options))
-            return {"id": "cus_recorded"}
+    monkeypatch.setattr(stripe_customers, "create_async", recording)
 
-    class FakeStripe:
-        class v1:
-            customers = RecordingCustomers()
+    async def ensure(user_id: int, email: str) -> None:
+        async with app.state.db.connection() as conn:
+            await customers.ensure_stripe_customer(conn, app.state.stripe, {"id": user_id, "email": email})
+            # Forget it, as a timed-out first attempt would: the retry must send the same key.
+            await conn.execute("UPDATE users SET stripe_customer_id = NULL WHERE id = %s", (user_id,))
 
-    class FakeCursor:
-        def __init__(self, row):
-            self.row = row
+    async with app.state.db.connection() as conn:
+        cursor = await conn.execute("INSERT INTO users (email, password_hash) VALUES ('old@example.com', 'x')"
+                                    " RETURNING id, created_at")
+        old = await cursor.fetchone()
+    await ensure(old["id"], "old@example.com")
+    await ensure(old["id"], "old@example.com")
+    async with app.state.db.connection() as conn:
+        await conn.execute("DELETE FROM users WHERE id = %s", (old["id"],))
+        await conn.execute("INSERT INTO users (id, email, password_hash, created_at) OVERRIDING SYSTEM VALUE"
+                           " VALUES (%s, 'new@example.com', 'x', %s)",
+                           (old["id"], old["created_at"] + timedelta(hours=1)))
+    await ensure(old["id"], "new@example.com")
 
-        async def fetchone(self):
-            return self.row
-
-    class FakeConn:
-        async def execute(self, query, params):
-            if query.lstrip().startswith("SELECT"):
-                return FakeCursor({"stripe_customer_id": None})
-            return FakeCursor({"stripe_customer_id": params[0]})
-
-    user = {"id": 42, "email": "a@example.com", "stripe_customer_id": None}
-    assert await customers.ensure_stripe_customer(FakeConn(), FakeStripe(), user) == "cus_recorded"
-    (params, options), = RecordingCustomers.calls
-    assert options["idempotency_key"] == customers.customer_idempotency_key(42)
-    assert customers.customer_idempotency_key(42) == customers.customer_idempotency_key(42)
-    assert customers.customer_idempotency_key(42) != customers.customer_idempotency_key(43)
-    assert params["metadata"] == {"user_id": "42"}
+    (first_params, first_key), (_, retry_key), (new_params, new_key) = sent
+    assert first_key == retry_key != new_key
+    assert first_params["metadata"] == new_params["metadata"] == {"user_id": str(old["id"])}
+    assert new_params["email"] == "new@example.com"
 
 
 @pytest.mark.parametrize("is_admin", [True, False])

@@ -44,7 +44,7 @@ async def test_admin_refund_goes_to_stripe_and_charge_refunded_marks_the_order(a
     paid = await paid_order_in_localstripe(app, buyer, deliver)
     before = metric("stripe_payments_total", status="refunded", currency="usd")
 
-    response = await admin.post(f"/api/admin/orders/{paid['order_id']}/refund")
+    response = await admin.post(f"/api/admin/orders/{paid['order_id']}/refund", json={})
 
     assert response.status_code == 202, response.text
     body = response.json()
@@ -74,8 +74,8 @@ async def test_refunding_twice_reports_the_same_single_refund(app, sign_in, deli
     _, admin = await sign_in(admin=True)
     paid = await paid_order_in_localstripe(app, buyer, deliver)
 
-    first = await admin.post(f"/api/admin/orders/{paid['order_id']}/refund")
-    second = await admin.post(f"/api/admin/orders/{paid['order_id']}/refund")
+    first = await admin.post(f"/api/admin/orders/{paid['order_id']}/refund", json={})
+    second = await admin.post(f"/api/admin/orders/{paid['order_id']}/refund", json={})
 
     assert (first.status_code, second.status_code) == (202, 202)
     assert first.json()["refund_id"] == second.json()["refund_id"]
@@ -97,17 +97,32 @@ async def test_refund_request_carries_an_idempotency_key_from_the_order_id(app, 
 
     monkeypatch.setattr(service, "create_async", recording)
 
-    await admin.post(f"/api/admin/orders/{paid['order_id']}/refund")
+    await admin.post(f"/api/admin/orders/{paid['order_id']}/refund", json={})
 
     assert seen == [{"idempotency_key": f"order-{paid['order_id']}-refund"}]
+
+
+async def test_refund_refuses_a_form_post_and_asks_stripe_nothing(app, sign_in, deliver):
+    """What a cross-site form in an admin's browser could send."""
+    _, buyer = await sign_in()
+    _, admin = await sign_in(admin=True)
+    paid = await paid_order_in_localstripe(app, buyer, deliver)
+
+    response = await admin.post(f"/api/admin/orders/{paid['order_id']}/refund", data={"amount": "4200"})
+
+    assert (response.status_code, response.json()["error"]["code"]) == (415, "unsupported_media_type")
+    refunds = await app.state.stripe.v1.refunds.list_async({"payment_intent": paid["payment_intent"]["id"]})
+    assert refunds["data"] == []
+    assert await query(app, "SELECT stripe_refund_id FROM orders WHERE id = %s", (paid["order_id"],)) == [
+        {"stripe_refund_id": None}]
 
 
 async def test_refund_is_for_admins_only(app, sign_in, client):
     user, buyer = await sign_in()
     order = await pending_order(app, user)
 
-    assert (await client.post(f"/api/admin/orders/{order['id']}/refund")).status_code == 401
-    response = await buyer.post(f"/api/admin/orders/{order['id']}/refund")
+    assert (await client.post(f"/api/admin/orders/{order['id']}/refund", json={})).status_code == 401
+    response = await buyer.post(f"/api/admin/orders/{order['id']}/refund", json={})
     assert (response.status_code, response.json()["error"]["code"]) == (403, "forbidden")
 
 
@@ -116,7 +131,7 @@ async def test_unpaid_order_cannot_be_refunded(app, sign_in):
     order = await pending_order(app, user)
     _, admin = await sign_in(admin=True)
 
-    response = await admin.post(f"/api/admin/orders/{order['id']}/refund")
+    response = await admin.post(f"/api/admin/orders/{order['id']}/refund", json={})
 
     assert (response.status_code, response.json()["error"]["code"]) == (409, "order_not_paid")
 
@@ -124,7 +139,7 @@ async def test_unpaid_order_cannot_be_refunded(app, sign_in):
 async def test_refund_of_unknown_order_is_404(sign_in):
     _, admin = await sign_in(admin=True)
     for order_id in (uuid.uuid4(), "not-a-uuid"):
-        response = await admin.post(f"/api/admin/orders/{order_id}/refund")
+        response = await admin.post(f"/api/admin/orders/{order_id}/refund", json={})
         assert (response.status_code, response.json()["error"]["code"]) == (404, "order_not_found")
 
 

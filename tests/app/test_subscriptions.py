@@ -7,7 +7,6 @@ are built here and signed as Stripe would, and the portal comes from the Stripe 
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 
@@ -93,6 +92,70 @@ async def test_older_subscription_event_arriving_late_does_not_move_state_back(a
     assert int(row["current_period_end"].timestamp()) == now + 60 * 86400
 
 
+async def stripe_subscription(app, user: dict) -> dict:
+    """A subscription that exists in localstripe (active: its customer has a card), for
+    the user as that customer; localstripe takes a plan where Stripe takes a price."""
+    stripe = app.state.stripe
+    product = await stripe.v1.products.create_async({"name": f"Plan {uuid.uuid4().hex[:8]}"})
+    plan = await stripe.v1.plans.create_async({"amount": 900, "currency": "usd", "interval": "month",
+                                               "product": product["id"]})
+    customer = await stripe.v1.customers.create_async({"email": user["email"]})
+    card = await stripe.v1.payment_methods.create_async(
+        {"type": "card", "card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"}})
+    await stripe.v1.payment_methods.attach_async(card["id"], {"customer": customer["id"]})
+    await stripe.v1.customers.update_async(customer["id"], {"invoice_settings": {"default_payment_method": card["id"]}})
+    created = await stripe.v1.subscriptions.create_async({"customer": customer["id"], "items": [{"plan": plan["id"]}]})
+    await query(app, "UPDATE users SET stripe_customer_id = %s WHERE id = %s RETURNING id",
+                (customer["id"], user["id"]))
+    return created.to_dict()
+
+
+async def test_same_second_events_in_the_wrong_order_leave_stripes_current_state(app, deliver):
+    sub = await stripe_subscription(app, await create_user(app))
+    assert sub["status"] == "active"
+    now = int(time.time())
+    # Sent in this order within one second, delivered the other way round.
+    created = make_event("customer.subscription.created", {**sub, "status": "incomplete"}, created=now)
+    updated = make_event("customer.subscription.updated", sub, created=now)
+
+    assert (await deliver(updated)).status_code == 200
+    assert (await deliver(created)).status_code == 200
+
+    current = await app.state.stripe.v1.subscriptions.retrieve_async(sub["id"])
+    assert (await stored(app, sub["id"]))["status"] == current["status"] == "active"
+
+
+async def test_same_second_invoice_event_leaves_stripes_current_state(app, deliver):
+    sub = await stripe_subscription(app, await create_user(app))
+    now = int(time.time())
+    # localstripe paid the first invoice; a failure of it delivered in the same second
+    # as the update cannot say which came last.
+    failed = {"id": sub["latest_invoice"], "object": "invoice", "subscription": sub["id"],
+              "customer": sub["customer"], "status": "open"}
+    await deliver(make_event("customer.subscription.updated", sub, created=now))
+
+    assert (await deliver(make_event("invoice.payment_failed", failed, created=now))).status_code == 200
+
+    invoice = await app.state.stripe.v1.invoices.retrieve_async(sub["latest_invoice"])
+    row = await stored(app, sub["id"])
+    assert (row["status"], row["latest_invoice_status"]) == ("active", invoice["status"]) == ("active", "paid")
+
+
+async def test_same_second_event_is_retried_when_stripe_cannot_say_the_current_state(app, deliver):
+    """sub_1 is unknown to localstripe, so the re-fetch after the tie fails."""
+    customer = await customer_for(app, await create_user(app))
+    now = int(time.time())
+    await deliver(make_event("customer.subscription.updated", subscription(customer, status="active"), created=now))
+    late = make_event("customer.subscription.created", subscription(customer, status="incomplete"), created=now)
+
+    response = await deliver(late)
+
+    assert response.status_code == 500
+    assert (await stored(app))["status"] == "active"
+    # Rolled back, so Stripe's retry of the event is applied, not taken for a duplicate.
+    assert await query(app, "SELECT id FROM stripe_events WHERE id = %s", (late["id"],)) == []
+
+
 async def test_canceled_subscription_stays_canceled(app, deliver):
     customer = await customer_for(app, await create_user(app))
     now = int(time.time())
@@ -151,7 +214,7 @@ async def test_subscription_checkout_completion_pays_and_links_the_order(app, de
     order = await pending_order(app, user, flow="checkout_session", mode="subscription")
     session = {"id": "cs_test_sub", "object": "checkout.session", "mode": "subscription", "payment_status": "paid",
                "customer": customer, "subscription": "sub_1", "payment_intent": None,
-               "metadata": {"order_id": str(order["id"])}}
+               "metadata": {"order_id": str(order["id"])}, "amount_total": order["amount_total"], "currency": "usd"}
 
     response = await deliver(make_event("checkout.session.completed", session))
 
@@ -166,8 +229,7 @@ async def test_billing_portal_session_for_a_customer(app, sign_in):
     await query(app, "UPDATE users SET stripe_customer_id = %s WHERE id = %s RETURNING id",
                 (customer["id"], user["id"]))
 
-    response = await client.post("/api/billing-portal", content=json.dumps({}),
-                                 headers={"Content-Type": "application/json"})
+    response = await client.post("/api/billing-portal", json={})
 
     assert response.status_code == 201, response.text
     assert "/billing_portal/bps_" in response.json()["url"]
@@ -175,13 +237,27 @@ async def test_billing_portal_session_for_a_customer(app, sign_in):
 
 async def test_billing_portal_without_a_customer_is_409(sign_in):
     _, client = await sign_in()
-    response = await client.post("/api/billing-portal")
+    response = await client.post("/api/billing-portal", headers={"Content-Type": "application/json"})
     assert (response.status_code, response.json()["error"]["code"]) == (409, "no_billing_account")
+
+
+async def test_billing_portal_refuses_a_form_post(app, sign_in, monkeypatch):
+    """What a cross-site form could send: refused before Stripe is asked for a portal."""
+    user, client = await sign_in()
+    await customer_for(app, user)
+    asked = []
+    monkeypatch.setattr(app.state.stripe.v1.billing_portal.sessions, "create_async",
+                        lambda *args, **kwargs: asked.append(args))
+
+    response = await client.post("/api/billing-portal", data={"return_url": "https://evil.example/"})
+
+    assert (response.status_code, response.json()["error"]["code"]) == (415, "unsupported_media_type")
+    assert asked == []
 
 
 async def test_subscription_endpoints_need_a_signed_in_user(client):
     assert (await client.get("/api/subscriptions")).status_code == 401
-    assert (await client.post("/api/billing-portal")).status_code == 401
+    assert (await client.post("/api/billing-portal", json={})).status_code == 401
 
 
 async def test_account_page_shows_plan_status_and_renewal_date(app, sign_in, deliver):

@@ -5,9 +5,11 @@ delivery, and the effects of each event family on orders and the catalog."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 
+import psycopg
 import pytest
 
 from payments.webhooks import processor
@@ -45,6 +47,23 @@ async def test_bad_signature_is_400_and_nothing_is_stored(app, deliver):
     assert await count(app, "stripe_events") == 0
     assert await order_status(app, order["id"]) == "pending"
     assert "security.webhook_bad_signature" in await audit_actions(app)
+
+
+async def test_bad_signature_is_400_even_when_postgresql_is_down(app, deliver, monkeypatch, capsys):
+    @contextlib.asynccontextmanager
+    async def database_down(*args, **kwargs):
+        raise psycopg.OperationalError("connection refused")
+        yield
+
+    monkeypatch.setattr(app.state.db, "connection", database_down)
+    capsys.readouterr()
+
+    response = await deliver(make_event("product.created", {"id": "prod_x", "name": "X"}), secret="whsec_wrong")
+
+    assert (response.status_code, response.json()["error"]["code"]) == (400, "invalid_signature")
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    warning = next(r for r in records if r.get("event") == "webhook_bad_signature_not_audited")
+    assert warning["level"] == "warning" and "connection refused" in warning["error"]
 
 
 async def test_missing_signature_header_is_400_and_nothing_is_stored(app, client):
@@ -345,11 +364,34 @@ async def test_checkout_session_completed_marks_the_order_paid(app, deliver):
                      "stripe_payment_intent_id": "pi_from_checkout"}]
 
 
+@pytest.mark.parametrize("paid_event, amount_total, currency", [
+    ("checkout.session.completed", 50, "usd"),
+    ("checkout.session.completed", None, "eur"),  # the order's amount in another currency
+    ("checkout.session.async_payment_succeeded", 50, "usd"),
+])
+async def test_checkout_session_for_a_different_amount_does_not_fulfil_the_order(app, deliver, paid_event,
+                                                                                  amount_total, currency):
+    user = await create_user(app)
+    order = await pending_order(app, user, unit_amount=5000, flow="checkout_session")
+    session = {"id": "cs_test_short", "object": "checkout.session", "mode": "payment", "payment_status": "paid",
+               "payment_intent": "pi_short", "metadata": {"order_id": str(order["id"])},
+               "amount_total": order["amount_total"] if amount_total is None else amount_total,
+               "currency": currency}
+
+    response = await deliver(make_event(paid_event, session))
+
+    assert response.status_code == 200
+    assert await order_status(app, order["id"]) == "pending"
+    rows = await query(app, "SELECT details FROM audit_logs WHERE action = 'security.payment_amount_mismatch'")
+    assert [row["details"]["received"] for row in rows] == [[session["amount_total"], currency]]
+
+
 async def test_unpaid_completed_session_waits_for_the_async_payment(app, deliver):
     user = await create_user(app)
     order = await pending_order(app, user, flow="checkout_session")
     session = {"id": "cs_test_2", "object": "checkout.session", "mode": "payment", "payment_status": "unpaid",
-               "payment_intent": "pi_delayed", "metadata": {"order_id": str(order["id"])}}
+               "payment_intent": "pi_delayed", "metadata": {"order_id": str(order["id"])},
+               "amount_total": order["amount_total"], "currency": "usd"}
 
     await deliver(make_event("checkout.session.completed", session))
     assert await order_status(app, order["id"]) == "pending"

@@ -3,7 +3,8 @@
 Signed double submit: a random value lives in an HttpOnly cookie and the form carries
 HMAC(SESSION_SECRET, value + session id). A cross-site page can neither read the cookie
 nor compute the HMAC, and binding the session id makes a token die with its session.
-The JSON API needs no token: it only accepts application/json, which a cross-site form
+The JSON API needs no token: each POST made with the session, bodyless ones too, requires
+Content-Type application/json (http.require_json_content_type), which a cross-site form
 cannot send, and the SameSite=Lax session cookie is not sent on cross-site POSTs.
 """
 

@@ -28,6 +28,19 @@ async def mark_paid(context: WebhookContext, order: dict, *, event: dict) -> boo
     return True
 
 
+async def paid_in_full(context: WebhookContext, order: dict, *, event: dict, amount, currency) -> bool:
+    """Whether Stripe took what the order costs. A mismatch is recorded as a security
+    event and the caller leaves the order unpaid: never fulfil it silently."""
+    received = [amount, str(currency or "").lower()]
+    expected = [order["amount_total"], order["currency"]]
+    if received == expected:
+        return True
+    await audit.record(context.conn, action="security.payment_amount_mismatch", user_id=order["user_id"],
+                       details={"order_id": str(order["id"]), "event_id": event["id"],
+                                "expected": expected, "received": received})
+    return False
+
+
 async def mark_failed(context: WebhookContext, order: dict, *, event: dict, reason: str) -> bool:
     if not await service.transition(context.conn, order, "failed", failure_reason=reason):
         return False

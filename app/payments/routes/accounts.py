@@ -9,7 +9,7 @@ from starlette.routing import Route
 from payments.accounts import auth, csrf, sessions
 from payments.accounts.users import public_user
 from payments.errors import ApiError
-from payments.http import read_json
+from payments.http import read_json, require_json_content_type
 
 
 def _secure(request: Request) -> bool:
@@ -36,6 +36,7 @@ async def api_sign_in(request: Request) -> JSONResponse:
 
 
 async def api_sign_out(request: Request) -> Response:
+    require_json_content_type(request)  # no body, but a cross-site form must not sign anyone out
     await auth.sign_out(request)
     response = Response(status_code=204)
     sessions.clear_session_cookie(response, secure=_secure(request))

@@ -16,11 +16,12 @@ from starlette.routing import Route
 from payments import audit
 from payments.accounts.sessions import require_admin
 from payments.errors import ApiError
-from payments.http import client_ip
+from payments.http import client_ip, require_json_content_type
 from payments.orders import service, stripe_calls
 
 
 async def refund_order(request: Request) -> JSONResponse:
+    require_json_content_type(request)  # no body; the type keeps cross-site forms out
     admin = await require_admin(request)
     state = request.app.state
     async with state.db.connection() as conn:

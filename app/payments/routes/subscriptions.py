@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from payments.accounts.sessions import require_user
 from payments.errors import ApiError
+from payments.http import require_json_content_type
 from payments.orders.stripe_calls import idempotency_options, stripe_unavailable
 from payments.subscriptions import service
 
@@ -24,6 +25,7 @@ async def list_subscriptions(request: Request) -> JSONResponse:
 
 
 async def create_billing_portal_session(request: Request) -> JSONResponse:
+    require_json_content_type(request)  # no body; the type keeps cross-site forms out
     user = await require_user(request)
     customer_id = user.get("stripe_customer_id")
     if not customer_id:

@@ -1,13 +1,14 @@
 """POST /api/webhooks/stripe: Stripe's event deliveries.
 
-400 for anything not signed by Stripe within 300 s (recorded as a security event,
-nothing else stored); 200 for a processed, duplicate or unhandled event; 500 when a
+400 for anything not signed by Stripe within 300 s (recorded as a security event when
+PostgreSQL is up, nothing else stored); 200 for a processed, duplicate or unhandled event; 500 when a
 handler fails, so Stripe delivers it again later.
 """
 
 from __future__ import annotations
 
 import orjson
+import psycopg
 import structlog
 from starlette.requests import Request
 from starlette.responses import Response
@@ -41,6 +42,17 @@ def _count(event_type: str, outcome: str) -> None:
     counter.inc()
 
 
+async def _audit_bad_signature(request: Request, reason: str) -> None:
+    # Best effort: the sender gets its 400 even when PostgreSQL is down (a 5xx would
+    # invite retries of a delivery that can never be accepted).
+    try:
+        async with request.app.state.db.connection() as conn:
+            await audit.record(conn, action="security.webhook_bad_signature", ip=client_ip(request),
+                               details={"reason": reason[:300]})
+    except psycopg.Error as exc:  # the pool's timeout is one too
+        log.warning("webhook_bad_signature_not_audited", error=f"{type(exc).__name__}: {exc}")
+
+
 async def stripe_webhook(request: Request) -> Response:
     state = request.app.state
     payload = await request.body()  # BodyLimitMiddleware caps it at 1 MiB
@@ -49,9 +61,7 @@ async def stripe_webhook(request: Request) -> Response:
     except InvalidWebhook as exc:
         _count(UNVERIFIED_TYPE, "bad_signature")
         log.warning("webhook_rejected", reason=str(exc))
-        async with state.db.connection() as conn:
-            await audit.record(conn, action="security.webhook_bad_signature", ip=client_ip(request),
-                               details={"reason": str(exc)[:300]})
+        await _audit_bad_signature(request, str(exc))
         return error_response(400, "invalid_signature", "The webhook signature could not be verified.")
 
     try:

@@ -1,8 +1,13 @@
 """The subscriptions table: a mirror of Stripe's subscriptions, written by webhooks only.
 
 Stripe does not deliver events in order. Each row keeps the `created` time of the
-newest event applied to it (`stripe_event_created`); an older event arriving later
-changes nothing. A canceled subscription stays canceled (Stripe cannot revive one).
+newest event applied to it (`stripe_event_created`); an event is applied only when it is
+strictly newer, so an older one arriving later changes nothing. `created` counts whole
+seconds, and Stripe often sends several events for one subscription in the same second
+(customer.subscription.created "incomplete", then .updated "active"): when an event ties
+with the row (`ties_with`), their order is unknown, and the webhook handlers fetch the
+subscription from Stripe and apply its current state with the same time. A canceled
+subscription stays canceled (Stripe cannot revive one).
 """
 
 from __future__ import annotations
@@ -45,9 +50,12 @@ def fields_from_stripe(subscription: dict) -> dict:
     }
 
 
-async def apply_subscription(conn, subscription: dict, *, as_of: datetime) -> bool:
-    """Insert or update from an event created at `as_of`; False when a newer one was
-    already applied (or the subscription is canceled for good)."""
+async def apply_subscription(conn, subscription: dict, *, as_of: datetime, same_time: bool = False) -> bool:
+    """Insert or update from an event created at `as_of`; False when an event as new or
+    newer was already applied (or the subscription is canceled for good).
+
+    `same_time=True` also replaces a row written in the same second: for the object just
+    fetched from Stripe after a tie, which is at least as new as either event."""
     fields = fields_from_stripe(subscription)
     if not fields["stripe_customer_id"]:
         raise ValueError(f"subscription {fields['stripe_subscription_id']} has no customer")
@@ -70,11 +78,12 @@ async def apply_subscription(conn, subscription: dict, *, as_of: datetime) -> bo
             latest_invoice_id = COALESCE(EXCLUDED.latest_invoice_id, subscriptions.latest_invoice_id),
             stripe_event_created = EXCLUDED.stripe_event_created,
             updated_at = now()
-        WHERE subscriptions.stripe_event_created <= EXCLUDED.stripe_event_created
+        WHERE (subscriptions.stripe_event_created < EXCLUDED.stripe_event_created
+               OR (%(same_time)s AND subscriptions.stripe_event_created = EXCLUDED.stripe_event_created))
           AND subscriptions.status NOT IN ('canceled', 'incomplete_expired')
         RETURNING id
         """,
-        {**fields, "as_of": as_of},
+        {**fields, "as_of": as_of, "same_time": same_time},
     )
     return await cursor.fetchone() is not None
 
@@ -83,7 +92,7 @@ async def apply_invoice(conn, *, subscription_id: str, invoice_id: str, invoice_
                         paid: bool, as_of: datetime) -> bool:
     """An invoice of the subscription was paid or failed: note it, and move the status
     between active and past_due as Stripe would. False when the row is unknown (its
-    customer.subscription.created event will bring it) or newer than this event."""
+    customer.subscription.created event will bring it) or as new as this event."""
     cursor = await conn.execute(
         """
         UPDATE subscriptions
@@ -96,7 +105,7 @@ async def apply_invoice(conn, *, subscription_id: str, invoice_id: str, invoice_
                stripe_event_created = %(as_of)s,
                updated_at = now()
          WHERE stripe_subscription_id = %(subscription_id)s
-           AND stripe_event_created <= %(as_of)s
+           AND stripe_event_created < %(as_of)s
            AND status NOT IN ('canceled', 'incomplete_expired')
         RETURNING id
         """,
@@ -104,6 +113,34 @@ async def apply_invoice(conn, *, subscription_id: str, invoice_id: str, invoice_
          "subscription_id": subscription_id},
     )
     return await cursor.fetchone() is not None
+
+
+async def ties_with(conn, subscription_id: str, *, as_of: datetime) -> bool:
+    """True when the row was written by an event of the same second as `as_of` and can
+    still change: which of the two Stripe sent last is unknown. Locks the row, so
+    concurrent tied events resolve one after the other."""
+    cursor = await conn.execute(
+        """
+        SELECT 1 FROM subscriptions
+         WHERE stripe_subscription_id = %s AND stripe_event_created = %s
+           AND status NOT IN ('canceled', 'incomplete_expired')
+           FOR UPDATE
+        """,
+        (subscription_id, as_of),
+    )
+    return await cursor.fetchone() is not None
+
+
+async def record_invoice_status(conn, *, subscription_id: str, invoice_id: str, invoice_status: str | None) -> None:
+    """The status of the subscription's latest invoice as Stripe has it now (after a tie);
+    an older invoice's status is not the latest one's."""
+    await conn.execute(
+        """
+        UPDATE subscriptions SET latest_invoice_status = %s, updated_at = now()
+         WHERE stripe_subscription_id = %s AND latest_invoice_id = %s
+        """,
+        (invoice_status, subscription_id, invoice_id),
+    )
 
 
 async def link_order(conn, order_id, subscription_id: str) -> None:

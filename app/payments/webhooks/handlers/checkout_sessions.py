@@ -29,17 +29,26 @@ async def _order_for(context: WebhookContext, session: dict) -> dict | None:
     return order
 
 
+async def _mark_paid_if_in_full(context: WebhookContext, order: dict, session: dict, event: dict) -> None:
+    # As for payment_intent.succeeded: a session that took another amount (or currency)
+    # than the order's total is recorded, and the order stays unpaid.
+    if await lifecycle.paid_in_full(context, order, event=event, amount=session.get("amount_total"),
+                                    currency=session.get("currency")):
+        await lifecycle.mark_paid(context, order, event=event)
+
+
 async def completed(context: WebhookContext, event: dict) -> None:
     session = event_object(event)
     order = await _order_for(context, session)
     if order is not None and session.get("payment_status") in PAID_STATUSES:
-        await lifecycle.mark_paid(context, order, event=event)
+        await _mark_paid_if_in_full(context, order, session, event)
 
 
 async def async_payment_succeeded(context: WebhookContext, event: dict) -> None:
-    order = await _order_for(context, event_object(event))
+    session = event_object(event)
+    order = await _order_for(context, session)
     if order is not None:
-        await lifecycle.mark_paid(context, order, event=event)
+        await _mark_paid_if_in_full(context, order, session, event)
 
 
 async def async_payment_failed(context: WebhookContext, event: dict) -> None:

@@ -1,10 +1,14 @@
-"""invoice.*: a subscription's invoice was paid or its payment failed."""
+"""invoice.*: a subscription's invoice was paid or its payment failed.
+
+Like customer.subscription.* (subscriptions.py), an invoice event of the same second as
+the row's event has an unknown order: Stripe's current subscription and invoice decide."""
 
 from __future__ import annotations
 
 from payments.subscriptions import service
 from payments.webhooks.context import WebhookContext
 from payments.webhooks.handlers._objects import event_object, id_of
+from payments.webhooks.handlers.subscriptions import apply_current
 from payments.webhooks.ledger import event_time
 
 
@@ -19,8 +23,15 @@ async def _apply(context: WebhookContext, event: dict, *, paid: bool) -> None:
     subscription_id = subscription_of(invoice)
     if subscription_id is None:
         return  # a one-off invoice: nothing of ours to update
-    await service.apply_invoice(context.conn, subscription_id=subscription_id, invoice_id=invoice["id"],
-                                invoice_status=invoice.get("status"), paid=paid, as_of=event_time(event))
+    as_of = event_time(event)
+    if await service.apply_invoice(context.conn, subscription_id=subscription_id, invoice_id=invoice["id"],
+                                   invoice_status=invoice.get("status"), paid=paid, as_of=as_of):
+        return
+    if await service.ties_with(context.conn, subscription_id, as_of=as_of):
+        await apply_current(context, subscription_id, as_of=as_of)
+        current = await context.stripe.v1.invoices.retrieve_async(invoice["id"])
+        await service.record_invoice_status(context.conn, subscription_id=subscription_id,
+                                            invoice_id=invoice["id"], invoice_status=current["status"])
 
 
 async def paid(context: WebhookContext, event: dict) -> None:
