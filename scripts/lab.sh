@@ -18,6 +18,9 @@
 #                                   (tests/lab/test_backup.py)
 #   scripts/lab.sh verify-failover  kill the primary under load, fail over, rejoin, switch back
 #                                   (tests/lab/test_failover.py; several minutes)
+#   scripts/lab.sh staging          the staging inventory's shape (one server in every group) on
+#                                   one more container, converged twice and tested, then removed
+#                                   (molecule/staging, tests/lab/test_staging.py)
 #   scripts/lab.sh dr               remove db1 and db2 with their data, rebuild them with
 #                                   playbooks/dr.yml from the backup repository, print the RTO
 #   scripts/lab.sh bench-deploy     time a rolling deploy under load against the same load without
@@ -63,14 +66,34 @@ converge() {
   return "${PIPESTATUS[0]}"
 }
 
-# Fails unless every PLAY RECAP line in the file says changed=0 failed=0 unreachable=0.
+# Fails unless every PLAY RECAP line in the file says changed=0 unreachable=0 failed=0
+# rescued=0 (a rescued task is a failure a block papered over). Hosts with ignored=N > 0 are
+# listed as a warning, and fail the check too unless the third argument is "allow-ignored".
+# The roles ignore errors only in check mode, where a fresh host lacks what a task needs
+# (ignore_errors: "{{ ansible_check_mode }}" in roles/pgbackrest/tasks/timers.yml and tls.yml,
+# roles/s3_standin/tasks/bucket.yml: units not written yet, moto not installed yet); a
+# converged host has all of it, so every caller here (a no-change converge, --check on the
+# converged lab) requires ignored=0. Only a --check of a fresh host would pass allow-ignored.
 recap_clean() {
-  local file=$1 what=$2 lines bad
+  local file=$1 what=$2 ignored_ok=${3:-} lines bad ignored
   lines=$(grep -E '^[^a-zA-Z]*[a-z0-9_.-]+ +: ok=[0-9]+ +changed=' "$file" || true)
   [ -n "$lines" ] || die "$what: no PLAY RECAP found in $file"
-  bad=$(grep -vE 'changed=0 +unreachable=0 +failed=0' <<<"$lines" || true)
-  echo "--- $what recap:"; sed 's/^[^a-zA-Z]*//' <<<"$lines"
-  [ -z "$bad" ] || die "$what: some hosts changed or failed (see above)"
+  lines=$(sed 's/^[^a-zA-Z]*//' <<<"$lines")
+  echo "--- $what recap:"; printf '%s\n' "$lines"
+  # A line without every counter is one this parser does not understand: a failure too.
+  bad=$(awk '
+    !/changed=[0-9]+ +unreachable=[0-9]+ +failed=[0-9]+ +skipped=[0-9]+ +rescued=[0-9]+ +ignored=[0-9]+/ { print $1; next }
+    { for (i = 3; i <= NF; i++) { split($i, kv, "=")
+        if (kv[1] ~ /^(changed|unreachable|failed|rescued)$/ && kv[2] + 0 > 0) { print $1; next } } }
+  ' <<<"$lines" | sort -u | paste -sd ' ' -)
+  ignored=$(awk '
+    { for (i = 3; i <= NF; i++) { split($i, kv, "=")
+        if (kv[1] == "ignored" && kv[2] + 0 > 0) print $1 " (" $i ")" } }
+  ' <<<"$lines" | sort -u | paste -sd ' ' -)
+  [ -z "$ignored" ] || echo "--- WARNING: $what: errors were ignored on: $ignored" >&2
+  [ -z "$bad" ] || die "$what: some hosts changed, failed, were unreachable or rescued a failure: $bad"
+  [ -z "$ignored" ] || [ "$ignored_ok" = allow-ignored ] ||
+    die "$what: errors were ignored on a converged host (see the warning above)"
 }
 
 lab_running() {
@@ -154,6 +177,7 @@ cmd_up() {
 cmd_down() {
   scripts/ensure-dockerd.sh
   local host
+  staging_down
   mol destroy >/dev/null 2>&1 || true
   # Whatever molecule did not know about: only the lab's own names, never other scenarios'.
   for host in $(lab_hosts); do
@@ -194,8 +218,8 @@ cmd_converge() {
 cmd_verify() {
   LAB_APP_VERSION=$(current_version)
   export LAB_APP_VERSION
-  LAB_REQUIRED=1 python -m pytest -m "lab and not lab_deploy and not lab_failover and not lab_backup" tests/lab \
-    -q -p no:cacheprovider
+  LAB_REQUIRED=1 python -m pytest -m "lab and not lab_deploy and not lab_failover and not lab_backup and not lab_staging" \
+    tests/lab -q -p no:cacheprovider
 }
 
 cmd_verify_deploy() {
@@ -211,6 +235,40 @@ cmd_verify_backup() {
 cmd_verify_failover() {
   lab_running || die "the lab is not running: scripts/lab.sh up"
   LAB_REQUIRED=1 LAB_FAILOVER=1 python -m pytest -m lab_failover tests/lab/test_failover.py -q -p no:cacheprovider -s
+}
+
+# The staging inventory's shape (one server in every group) on one container, stage1, next to
+# the running lab: molecule/staging. Create it, converge site.yml on it, converge again (no
+# change), test it (tests/lab/test_staging.py), remove it. Leaves the lab as it was.
+cmd_staging() {
+  lab_running || die "the lab is not running: scripts/lab.sh up"
+  LAB_APP_VERSION=$(current_version)
+  export LAB_APP_VERSION
+  local t0=$SECONDS t status=0
+  log "Staging rehearsal: create stage1"
+  SCENARIO=staging mol reset >/dev/null 2>&1 || true
+  SCENARIO=staging mol create
+  log "Staging rehearsal: converge playbooks/site.yml on stage1"
+  t=$SECONDS
+  SCENARIO=staging converge "$LAB_DIR/staging-converge.log" --limit stage1 \
+    || die "staging rehearsal: converge failed (log: $LAB_DIR/staging-converge.log)"
+  echo "staging=$((SECONDS - t))" >>"$LAB_DIR/timings"
+  log "Staging rehearsal: second converge, must change nothing"
+  t=$SECONDS
+  SCENARIO=staging converge "$LAB_DIR/staging-second.log" --limit stage1 \
+    || die "staging rehearsal: second converge failed"
+  recap_clean "$LAB_DIR/staging-second.log" "staging second converge ($((SECONDS - t)) s)"
+  log "Staging rehearsal: tests"
+  LAB_REQUIRED=1 LAB_STAGING=1 python -m pytest -m lab_staging tests/lab/test_staging.py -q -p no:cacheprovider \
+    || status=$?
+  staging_down
+  [ "$status" -eq 0 ] || die "staging rehearsal: tests failed"
+  log "Staging rehearsal passed in $((SECONDS - t0)) s"
+}
+
+staging_down() {
+  SCENARIO=staging mol destroy >/dev/null 2>&1 || true
+  SCENARIO=staging mol reset >/dev/null 2>&1 || true
 }
 
 # Disaster recovery drill: lose both database hosts (containers and data), create them empty,
@@ -269,6 +327,8 @@ cmd_test() {
   cmd_verify_backup
   log "Failover of the primary under load, rejoin, switchover back"
   cmd_verify_failover
+  log "The staging inventory's shape on one container"
+  cmd_staging
   if [ "${LAB_KEEP:-0}" != 1 ]; then cmd_down; fi
   log "Lab test passed in $((SECONDS - t0)) s"
 }
@@ -303,9 +363,10 @@ case ${1:-} in
   verify-backup) cmd_verify_backup ;;
   verify-failover) cmd_verify_failover ;;
   verify-deploy) cmd_verify_deploy ;;
+  staging) cmd_staging ;;
   bench-deploy) cmd_bench_deploy ;;
   dr) cmd_dr ;;
   test) cmd_test ;;
   bench) cmd_bench ;;
-  *) sed -n '2,29p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,32p' "$0" >&2; exit 2 ;;
 esac

@@ -155,6 +155,9 @@ def test_primary_shows_the_replica_streaming(lab):
 def test_data_ports_refused_from_the_load_balancer(lab, service, port):
     result = connect_from(lab["lb"], lab["address"][lab[service]], port)
     assert result.returncode != 0, f"{service}:{port} answered lb1: {result.stdout}"
+    # Refused by the firewall (dropped: a timeout; rejected: refused), not any other failure.
+    assert ("TimeoutError" in result.stderr or "timed out" in result.stderr
+            or "ConnectionRefusedError" in result.stderr), result.stderr
 
 
 @pytest.mark.parametrize("service,port", [("db_primary", POSTGRESQL_PORT), ("cache", REDIS_PORT)])
@@ -168,6 +171,29 @@ def test_redis_refuses_commands_without_the_password(lab):
     result = connect_from(lab["app"][0], lab["address"][lab["cache"]], REDIS_PORT, b"PING\r\n")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("-NOAUTH"), result.stdout
+
+
+def burst_from(host: str, address: str, path: str, limit: int) -> list[int]:
+    """Statuses of up to `limit` back-to-back HTTPS GETs of `path` on lb1, sent from inside
+    `host` (a client the lab does not exempt from any rate limit), stopping at the first 429."""
+    script = (
+        "import http.client, ssl\n"
+        f"c = http.client.HTTPSConnection({address!r}, 443, timeout=5,"
+        " context=ssl._create_unverified_context())\n"
+        f"for _ in range({limit}):\n"
+        f"    c.request('GET', {path!r}); r = c.getresponse(); r.read(); print(r.status)\n"
+        "    if r.status == 429: break\n"
+    )
+    return [int(line) for line in run_in(host, "python3", "-c", script).stdout.split()]
+
+
+@pytest.mark.parametrize("path,zone", [("/", "general"), ("/api/products", "api")])
+def test_general_and_api_zones_answer_429_beyond_their_burst(lab, path, zone):
+    # From app2: its address is limited in every zone (the exemption is this machine's only).
+    # Bounded: general allows 10 r/s + a burst of 20, api 30 r/min + a burst of 50.
+    statuses = burst_from(lab["app"][-1], lab["address"][lab["lb"]], path, 150)
+    assert statuses[-1] == 429, f"{zone}: no 429 after {len(statuses)} requests"
+    assert statuses[0] == 200, f"{zone}: the first request got {statuses[0]}"
 
 
 def test_requests_beyond_the_burst_get_429(lab, client):
