@@ -245,9 +245,14 @@ cmd_staging() {
   LAB_APP_VERSION=$(current_version)
   export LAB_APP_VERSION
   local t0=$SECONDS t status=0
+  # A repository path of its own in the lab's bucket (molecule/staging/.../40-rehearsal.yml).
+  LAB_STAGING_RUN=$(date +%s)
+  export LAB_STAGING_RUN
+  # stage1 goes, whatever the outcome: the lab stays as it was.
+  trap staging_down EXIT
   log "Staging rehearsal: create stage1"
-  SCENARIO=staging mol reset >/dev/null 2>&1 || true
-  SCENARIO=staging mol create
+  staging_mol reset >/dev/null 2>&1 || true
+  staging_mol create
   log "Staging rehearsal: converge playbooks/site.yml on stage1"
   t=$SECONDS
   SCENARIO=staging converge "$LAB_DIR/staging-converge.log" --limit stage1 \
@@ -262,13 +267,16 @@ cmd_staging() {
   LAB_REQUIRED=1 LAB_STAGING=1 python -m pytest -m lab_staging tests/lab/test_staging.py -q -p no:cacheprovider \
     || status=$?
   staging_down
+  trap - EXIT
   [ "$status" -eq 0 ] || die "staging rehearsal: tests failed"
   log "Staging rehearsal passed in $((SECONDS - t0)) s"
 }
 
+staging_mol() { SCENARIO=staging mol "$@"; }
+
 staging_down() {
-  SCENARIO=staging mol destroy >/dev/null 2>&1 || true
-  SCENARIO=staging mol reset >/dev/null 2>&1 || true
+  staging_mol destroy >/dev/null 2>&1 || true
+  staging_mol reset >/dev/null 2>&1 || true
 }
 
 # Disaster recovery drill: lose both database hosts (containers and data), create them empty,

@@ -12,6 +12,9 @@ from payments.webhooks.handlers._objects import event_object, id_of, order_id_of
 log = structlog.get_logger("payments.webhooks")
 
 # "unpaid" at completion means a delayed payment method: wait for async_payment_*.
+# "no_payment_required" (a 100 % coupon, a trial) still goes through the amount check: the
+# shop offers neither, so a free session for an order that costs money is recorded as a
+# mismatch and the order stays unpaid.
 PAID_STATUSES = ("paid", "no_payment_required")
 
 

@@ -2,7 +2,10 @@
 
 An event created in the same second as the one that wrote the row may be older or newer
 (`created` has whole seconds): then Stripe's current subscription is fetched and applied
-instead. A failed fetch raises, so the delivery gets a 500 and Stripe retries it."""
+instead. A failed fetch raises, so the delivery gets a 500 and Stripe retries it. The
+fetch runs inside the event's transaction, holding the row's lock (ties_with) and a pool
+connection for up to the Stripe client's timeout: acceptable for ties, which are rare,
+and it keeps a concurrent tied event from applying an older state in between."""
 
 from __future__ import annotations
 
