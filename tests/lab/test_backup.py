@@ -25,6 +25,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -154,10 +155,26 @@ def drill(*extra: str) -> subprocess.CompletedProcess:
     return run(playbook("restore_drill.yml", *extra), timeout=1500)
 
 
+def wait_past_backup_stop(lab: dict, timeout: float = 5) -> None:
+    """Until the primary's clock is in a later second than the latest backup's stop time.
+
+    pgBackRest keeps that stop time in whole seconds and picks the backup for a time target
+    by `stop < target` in whole seconds: a T in the same second as the stop would find no
+    backup ("unable to find backup set with stop time less than ...")."""
+    info = json.loads(run_in(lab["primary"], "runuser", "-u", "postgres", "--", "pgbackrest",
+                             f"--stanza={lab['stanza']}", "--output=json", "info"))
+    stop = int(info[0]["backup"][-1]["timestamp"]["stop"])
+    deadline = time.monotonic() + timeout
+    while int(float(psql(lab["primary"], "SELECT extract(epoch FROM now())"))) <= stop:
+        assert time.monotonic() < deadline, f"the primary's clock did not pass the backup's stop ({stop})"
+        time.sleep(0.2)
+
+
 def test_restore_to_time_t_brings_back_exactly_the_orders_written_up_to_t(lab, user_id):
     before_backup = write_orders(lab, user_id, 3)
     backup = run(playbook("backup.yml", "-e", "backup_type=diff"))
     assert backup.returncode == 0, output(backup)[-4000:]
+    wait_past_backup_stop(lab)
 
     after_backup = write_orders(lab, user_id, 3)
     # T: read after the commit of the orders above, before the next ones start.
