@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from labtools import ansible_env, playbook  # noqa: E402  (tests/lab/labtools.py)
+from labtools import ansible_env, playbook, run_in  # noqa: E402  (tests/lab/labtools.py)
 
 pytestmark = [
     pytest.mark.lab,
@@ -76,13 +76,6 @@ def run(command: list[str], timeout: float = 1200) -> subprocess.CompletedProces
 def output(result: subprocess.CompletedProcess) -> str:
     """stdout and stderr, whitespace collapsed (a result format may wrap long messages)."""
     return " ".join((result.stdout + result.stderr).split())
-
-
-def run_in(host: str, *command: str, input: str | None = None, timeout: float = 300) -> str:
-    result = subprocess.run(["docker", "exec", "-i", host, *command], input=input, capture_output=True, text=True,
-                            timeout=timeout)
-    assert result.returncode == 0, f"{host}: {command[:6]} failed: {result.stderr[-2000:]}"
-    return result.stdout
 
 
 def psql(host: str, sql: str, port: int = 5432, database: str = "payments") -> str:
@@ -155,14 +148,19 @@ def drill(*extra: str) -> subprocess.CompletedProcess:
     return run(playbook("restore_drill.yml", *extra), timeout=1500)
 
 
+def backup_info(lab: dict) -> list:
+    """`pgbackrest info` of the lab's stanza, as JSON, read on the primary."""
+    return json.loads(run_in(lab["primary"], "runuser", "-u", "postgres", "--", "pgbackrest",
+                             f"--stanza={lab['stanza']}", "--output=json", "info"))
+
+
 def wait_past_backup_stop(lab: dict, timeout: float = 5) -> None:
     """Until the primary's clock is in a later second than the latest backup's stop time.
 
     pgBackRest keeps that stop time in whole seconds and picks the backup for a time target
     by `stop < target` in whole seconds: a T in the same second as the stop would find no
     backup ("unable to find backup set with stop time less than ...")."""
-    info = json.loads(run_in(lab["primary"], "runuser", "-u", "postgres", "--", "pgbackrest",
-                             f"--stanza={lab['stanza']}", "--output=json", "info"))
+    info = backup_info(lab)
     stop = int(info[0]["backup"][-1]["timestamp"]["stop"])
     deadline = time.monotonic() + timeout
     while int(float(psql(lab["primary"], "SELECT extract(epoch FROM now())"))) <= stop:
@@ -224,8 +222,7 @@ def test_restore_drill_passes_on_a_healthy_repository(lab, user_id):
 
 def latest_backup_file(lab: dict) -> tuple[str, int]:
     """The key and size of one data file stored by the latest backup (the largest up to 4 MiB)."""
-    info = json.loads(run_in(lab["primary"], "runuser", "-u", "postgres", "--", "pgbackrest",
-                             f"--stanza={lab['stanza']}", "--output=json", "info"))
+    info = backup_info(lab)
     label = info[0]["backup"][-1]["label"]
     prefix = f"{lab['repo_path']}/backup/{lab['stanza']}/{label}/pg_data/"
     files = [(int(size), key) for size, key in (line.split(" ", 1) for line in s3(lab, "list", prefix).splitlines())]

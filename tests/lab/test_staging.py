@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -24,6 +24,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 REHEARSAL = ROOT / "molecule/staging/inventory"
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from labtools import run_in  # noqa: E402  (tests/lab/labtools.py)
 
 pytestmark = [
     pytest.mark.lab,
@@ -52,11 +56,6 @@ def client():
     # The rehearsal's certificate is self-signed.
     with httpx.Client(verify=False, timeout=10, follow_redirects=False) as c:
         yield c
-
-
-def run_in(host: str, *command: str) -> str:
-    return subprocess.run(["docker", "exec", host, *command], check=True, capture_output=True,
-                          text=True, timeout=120).stdout.strip()
 
 
 def test_every_group_is_the_one_host(host):
@@ -100,13 +99,13 @@ def test_postgresql_is_tuned_for_its_share_of_the_staging_tier(host):
     planned_mb = host["tier"]["memory_mb"] * host["memory_share"]["postgresql"]
     shared_buffers = run_in(host["name"], "runuser", "-u", "postgres", "--", "psql", "-XAtq", "-c",
                             "SELECT setting::bigint * 8192 / 1048576 FROM pg_settings"
-                            " WHERE name = 'shared_buffers'")
+                            " WHERE name = 'shared_buffers'").strip()
     assert abs(int(shared_buffers) - planned_mb * 0.25) <= 1, shared_buffers
 
 
 def test_backups_archive_into_the_repository(host):
     # pgBackRest with no replica: the primary archives WAL and takes backups itself.
-    # `check` exits non-zero (run_in raises) unless a WAL segment reaches the repository.
+    # `check` exits non-zero (run_in fails the test) unless a WAL segment reaches the repository.
     run_in(host["name"], "runuser", "-u", "postgres", "--", "pgbackrest", "--stanza=payments", "check")
     info = run_in(host["name"], "runuser", "-u", "postgres", "--", "pgbackrest", "--stanza=payments",
                   "--output=json", "info")
