@@ -222,7 +222,7 @@ def write_requests(path: Path, lines: list[tuple[str, str, str, str]]) -> Path:
 
 def signed_event(event_id: str, intent: dict, now: int) -> tuple[str, str, str, str]:
     """A `payment_intent.succeeded` event of `intent`, as a request line signed as Stripe does."""
-    from tests.support.stripe_stub import sign_payload
+    from tests.support.stripe_tools import sign_payload
 
     event = {
         "id": event_id,
@@ -489,6 +489,7 @@ def main() -> int:
             "STRIPE_PUBLISHABLE_KEY": "pk_test_bench_app",
             "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
             "SESSION_SECRET": "bench-session-secret-0123456789abcdef0123",
+            "PUBLIC_BASE_URL": "https://bench.invalid",  # required in production; no redirect is followed
             "LOG_LEVEL": args.log_level,
             # One connection per request in flight in a worker: none waits for the pool.
             "DB_POOL_MAX_SIZE": str(-(-args.connections // WORKERS)),

@@ -11,6 +11,8 @@ declare -A packages=(
   [/usr/lib/postgresql/15/bin/postgres]=postgresql-15
   [redis-server]=redis-server
   [chromium]=chromium
+  # certutil: the lab browser tests trust the load balancer's certificate in an NSS database
+  [certutil]=libnss3-tools
   [wrk]=wrk
   [curl]=curl
   [openssl]=openssl

@@ -4,7 +4,7 @@ Starts what the environment does not already point at, with data under .cache/de
 
 - PostgreSQL 15 (database `payments`) unless DATABASE_URL is set;
 - Redis unless REDIS_URL is set;
-- localstripe and the Stripe stub (tests/support/stripe_stub.py) unless STRIPE_API_BASE
+- localstripe and the Stripe stub (roles/lab_services/files/stripe_stub.py) unless STRIPE_API_BASE
   is set; localstripe then sends its webhooks to the app's /api/webhooks/stripe, signed
   with STRIPE_WEBHOOK_SECRET.
 
@@ -31,7 +31,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from tests.support import services, stripe_stub  # noqa: E402
+from tests.support import services, stripe_tools  # noqa: E402
 
 STATE_DIR = REPO_ROOT / ".cache" / "dev"
 DEV_DATABASE = "payments"
@@ -175,7 +175,7 @@ def main() -> int:
         run_payments("seed --stripe", env)
         app_url = f"http://{host}:{port}"
         if own_stripe:
-            stripe_stub.register_webhook(
+            stripe_tools.register_webhook(
                 env["STRIPE_API_BASE"], f"{app_url}/api/webhooks/stripe",
                 env["STRIPE_WEBHOOK_SECRET"], endpoint_id="dev")
             say(f"localstripe sends webhooks to {app_url}/api/webhooks/stripe")

@@ -135,9 +135,11 @@ seed_catalog() {
   app_host=$(ansible-inventory -i inventories/lab/hosts.yml --list |
     python3 -c 'import json,sys; print(sorted(json.load(sys.stdin)["app"]["hosts"])[0])')
   registry=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' labsvc):5000
+  # --stripe: the products and prices exist in the Stripe stand-in too, so hosted Checkout
+  # shows the real line items; seeding finds what it created before (idempotent).
   log "Seed the demo catalog (from $app_host)"
   docker exec "$app_host" docker run --rm --network host --env-file /etc/payments/app.env \
-    "$registry/$IMAGE_NAME:$version" python -m payments seed
+    "$registry/$IMAGE_NAME:$version" python -m payments seed --stripe
 }
 
 # Runs one step of `up` and records its wall-clock seconds in .lab/timings.

@@ -7,7 +7,7 @@ ends:
 - `postgres_url`: admin URL of a PostgreSQL 15 server;
 - `redis_server_url`: a Redis server;
 - `localstripe_url`: localstripe, the fake Stripe API;
-- `stripe_api_base`: the Stripe stub in front of localstripe (tests/support/stripe_stub.py);
+- `stripe_api_base`: the Stripe stub in front of localstripe (roles/lab_services/files/stripe_stub.py);
   this is what the app's STRIPE_API_BASE points at.
 
 Per test:
@@ -37,7 +37,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 from psycopg import sql
 
-from tests.support import services, stripe_stub
+from tests.support import services, stripe_tools
 
 TEMPLATE_DATABASE = "payments_template"
 TEST_STRIPE_SECRET_KEY = "sk_test_payments_tests"
@@ -181,7 +181,7 @@ async def client(app):
 def sign_stripe_payload():
     """`sign(payload: bytes, secret: str, timestamp: int | None = None) -> str`, the
     Stripe-Signature header value Stripe would send (t=...,v1=HMAC-SHA256)."""
-    return stripe_stub.sign_payload
+    return stripe_tools.sign_payload
 
 
 @dataclass
@@ -208,7 +208,7 @@ def live_server(settings_env, settings, stripe_api_base, tmp_path):
     env.update(settings_env)
     service = services.start_app_server(tmp_path / "live_server", env)
     env = service.extra["env"]  # with HOST, PORT and PYTHONPATH, e.g. for `python -m payments`
-    stripe_stub.register_webhook(
+    stripe_tools.register_webhook(
         stripe_api_base, f"{service.url}/api/webhooks/stripe",
         settings.stripe_webhook_secret, endpoint_id="live_server")
     yield LiveServer(service.url, settings, env, service)

@@ -16,7 +16,7 @@ import pytest
 import redis
 import stripe
 
-from tests.support import services, stripe_stub
+from tests.support import services, stripe_tools
 
 SECRET_KEY = "sk_test_harness"
 
@@ -246,51 +246,173 @@ def test_sign_stripe_payload_round_trips_with_stripe(sign_stripe_payload):
         stripe.Webhook.construct_event(payload, old, "whsec_test_secret", tolerance=300)
 
 
-def test_localstripe_sends_signed_webhooks_through_registration(
-    stripe_api_base, stripe_client, tmp_path
-):
+class WebhookReceiver:
+    """An HTTP endpoint on loopback that records deliveries; it answers 500 to the first
+    `failures` of them, as an app that is down would."""
+
+    def __init__(self, failures: int = 0):
+        import http.server
+        import queue
+        import threading
+
+        self.received: queue.Queue = queue.Queue()
+        self.failures = failures
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.received.put((body, self.headers["Stripe-Signature"]))
+                failing = receiver.failures > 0
+                receiver.failures -= 1
+                self.send_response(500 if failing else 200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def wait_for(self, secret: str, event_type: str, object_id: str, timeout: float = 15) -> list:
+        """Every delivery of the event about `object_id`, up to and including a verified one
+        that was answered 2xx; other events (earlier tests' objects) are skipped."""
+        deadline = time.monotonic() + timeout
+        deliveries = []
+        while True:
+            body, signature = self.received.get(timeout=max(0.1, deadline - time.monotonic()))
+            event = stripe.Webhook.construct_event(body, signature, secret)
+            if event.type != event_type or event.data.object.id != object_id:
+                continue
+            deliveries.append((event, signature))
+            if self.failures < 0:  # this one was answered 200
+                return deliveries
+
+
+@pytest.fixture
+def webhook_receiver(stripe_api_base):
+    receivers = []
+
+    def make(events: list[str], failures: int = 0) -> WebhookReceiver:
+        receiver = WebhookReceiver(failures)
+        stripe_tools.register_webhook(stripe_api_base, receiver.url, "whsec_test_hook",
+                                      events=events, endpoint_id=f"harness{len(receivers)}")
+        receivers.append(receiver)
+        return receiver
+
+    yield make
+    for index, receiver in enumerate(receivers):
+        # The stub keeps endpoints until it stops: point this one at events nobody sends.
+        stripe_tools.register_webhook(stripe_api_base, "http://127.0.0.1:9/", "whsec_x",
+                                      events=["none"], endpoint_id=f"harness{index}")
+        receiver.server.shutdown()
+
+
+def test_localstripe_sends_signed_webhooks_through_registration(stripe_client, webhook_receiver):
     """A registered endpoint receives localstripe's events, verifiable with the secret."""
-    import http.server
-    import queue
-    import threading
+    receiver = webhook_receiver(["customer.created"])
+    customer = stripe_client.v1.customers.create(params={"email": "hook@example.com"})
+    [(event, _)] = receiver.wait_for("whsec_test_hook", "customer.created", customer.id)
+    assert event.data.object.email == "hook@example.com"
 
-    received: queue.Queue = queue.Queue()
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.put((body, self.headers["Stripe-Signature"]))
-            self.send_response(200)
-            self.end_headers()
+def test_failed_delivery_is_retried_with_a_new_signature(stripe_client, webhook_receiver):
+    """As Stripe: an endpoint that answered 500 gets the event again, signed anew."""
+    receiver = webhook_receiver(["customer.created"], failures=1)
+    customer = stripe_client.v1.customers.create(params={"email": "retry@example.com"})
+    deliveries = receiver.wait_for("whsec_test_hook", "customer.created", customer.id)
+    assert len(deliveries) == 2
+    (first, first_signature), (second, second_signature) = deliveries
+    assert first.id == second.id
+    assert first_signature != second_signature
 
-        def log_message(self, *args):
-            pass
 
-    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+def hosted_session(stripe_client, product, *, recurring: bool = False, amount: int = 1500):
+    customer = stripe_client.v1.customers.create(params={"email": "hosted@example.com"})
+    price = stripe_client.v1.prices.create(params={
+        "product": product.id, "currency": "usd", "unit_amount": amount,
+        **({"recurring": {"interval": "month"}} if recurring else {})})
+    session = stripe_client.v1.checkout.sessions.create(params={
+        "mode": "subscription" if recurring else "payment", "customer": customer.id,
+        "line_items": [{"price": price.id, "quantity": 1}],
+        "success_url": "https://shop.test/success?session_id={CHECKOUT_SESSION_ID}",
+        "cancel_url": "https://shop.test/cancel",
+        "metadata": {"order_id": "o-1"},
+        **({"subscription_data": {"metadata": {"order_id": "o-1"}}} if recurring
+           else {"payment_intent_data": {"metadata": {"order_id": "o-1"}}})})
+    return session
+
+
+def pay_on_hosted_page(url: str, card_number: str):
+    """What the buyer's browser does: the page, then its form posted (no redirect followed)."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as page:
+        assert "<form" in page.read().decode()
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    form = urllib.parse.urlencode({"number": card_number, "exp_month": "12", "exp_year": "2034",
+                                   "cvc": "123"}).encode()
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-        stripe_stub.register_webhook(stripe_api_base, url, "whsec_test_hook",
-                                     events=["customer.created"], endpoint_id="harness")
-        customer = stripe_client.v1.customers.create(params={"email": "hook@example.com"})
-        deadline = time.monotonic() + 15
-        while True:  # customers created by earlier tests may be announced first
-            body, signature = received.get(timeout=max(0.1, deadline - time.monotonic()))
-            event = stripe.Webhook.construct_event(body, signature, "whsec_test_hook")
-            assert event.type == "customer.created"
-            if event.data.object.id == customer.id:
-                break
-    finally:
-        # localstripe cannot delete an endpoint: point it at events nobody sends.
-        stripe_stub.register_webhook(stripe_api_base, "http://127.0.0.1:9/", "whsec_x",
-                                     events=["none"], endpoint_id="harness")
-        server.shutdown()
+        urllib.request.build_opener(NoRedirect).open(url, data=form, timeout=20)
+    except urllib.error.HTTPError as answer:
+        return answer.code, answer.headers.get("Location"), answer.read().decode()
+    raise AssertionError("the hosted page neither redirected nor refused the card")
+
+
+def test_hosted_checkout_charges_the_card_and_sends_completed(stripe_client, product, webhook_receiver):
+    receiver = webhook_receiver(["checkout.session.completed"])
+    session = hosted_session(stripe_client, product)
+    status, location, _ = pay_on_hosted_page(session.url, "4242424242424242")
+    assert (status, location) == (303, f"https://shop.test/success?session_id={session.id}")
+    [(event, _)] = receiver.wait_for("whsec_test_hook", "checkout.session.completed", session.id)
+    paid = event.data.object
+    assert (paid.status, paid.payment_status, paid.amount_total) == ("complete", "paid", 1500)
+    intent = stripe_client.v1.payment_intents.retrieve(paid.payment_intent)
+    assert (intent.status, intent.amount, intent.metadata["order_id"]) == ("succeeded", 1500, "o-1")
+    assert stripe_client.v1.checkout.sessions.retrieve(session.id).status == "complete"
+
+
+def test_hosted_checkout_starts_a_subscription(stripe_client, product, webhook_receiver):
+    receiver = webhook_receiver(["checkout.session.completed"])
+    session = hosted_session(stripe_client, product, recurring=True)
+    status, _, _ = pay_on_hosted_page(session.url, "4242424242424242")
+    assert status == 303
+    [(event, _)] = receiver.wait_for("whsec_test_hook", "checkout.session.completed", session.id)
+    subscription = stripe_client.v1.subscriptions.retrieve(event.data.object.subscription)
+    assert subscription.status == "active"
+    assert subscription.customer == session.customer
+    assert subscription.metadata["order_id"] == "o-1"
+
+
+def test_hosted_checkout_shows_a_declined_card_and_stays_open(stripe_client, product):
+    session = hosted_session(stripe_client, product)
+    status, _, page = pay_on_hosted_page(session.url, "4000000000000341")  # declined by localstripe
+    assert status == 402
+    assert 'role="alert"' in page
+    assert stripe_client.v1.checkout.sessions.retrieve(session.id).status == "open"
+
+
+def test_refund_sends_charge_refunded(stripe_client, product, webhook_receiver):
+    receiver = webhook_receiver(["charge.refunded"])
+    session = hosted_session(stripe_client, product)
+    pay_on_hosted_page(session.url, "4242424242424242")
+    intent_id = stripe_client.v1.checkout.sessions.retrieve(session.id).payment_intent
+    refund = stripe_client.v1.refunds.create(params={"payment_intent": intent_id})
+    [(event, _)] = receiver.wait_for("whsec_test_hook", "charge.refunded", refund.charge)
+    assert (event.data.object.refunded, event.data.object.amount_refunded) == (True, 1500)
 
 
 def test_reset_forgets_stub_and_localstripe_objects(stripe_client, product, stripe_api_base):
     price = stripe_client.v1.prices.create(params={
         "product": product.id, "currency": "eur", "unit_amount": 1})
-    stripe_stub.reset(stripe_api_base)
+    stripe_tools.reset(stripe_api_base)
     with pytest.raises(stripe.InvalidRequestError):
         stripe_client.v1.prices.retrieve(price.id)
     with pytest.raises(stripe.InvalidRequestError):

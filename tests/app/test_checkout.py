@@ -2,7 +2,7 @@
 /api/checkout/sessions (hosted Checkout), the /checkout/{slug} page, and every kind of
 bad input on those endpoints.
 
-Stripe is localstripe behind the Stripe stub (tests/support/stripe_stub.py), which adds
+Stripe is localstripe behind the Stripe stub (roles/lab_services/files/stripe_stub.py), which adds
 the prices and Checkout Sessions localstripe lacks: the real Stripe API cannot be
 reached from here.
 """

@@ -11,7 +11,7 @@ returns a `Service` handle (`url`, `stop()`). Nothing here needs pytest.
 - localstripe: the fake Stripe API (PyPI `localstripe`), bound to loopback, its store
   file inside `<dir>` instead of its hard-coded `/tmp/localstripe.pickle`
   (tests/support/localstripe_server.py).
-- The Stripe stub (`tests/support/stripe_stub.py`) in front of localstripe.
+- The Stripe stub (`roles/lab_services/files/stripe_stub.py`) in front of localstripe.
 
 Children get a parent-death signal, so a test run that is killed does not leave
 servers behind.
@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import Callable
 
 SUPPORT_DIR = Path(__file__).resolve().parent
+# The Stripe stand-in is the one the lab runs (roles/lab_services): one copy for both.
+STRIPE_STUB = SUPPORT_DIR.parents[1] / "roles" / "lab_services" / "files" / "stripe_stub.py"
 REPO_ROOT = SUPPORT_DIR.parent.parent
 POSTGRES_MAJOR = "15"
 
@@ -420,7 +422,7 @@ def start_stripe_stub(
     log_path = directory / "stripe_stub.log"
 
     def start(port: int) -> Service:
-        args = [sys.executable, str(SUPPORT_DIR / "stripe_stub.py"),
+        args = [sys.executable, str(STRIPE_STUB),
                 "--port", str(port), "--upstream", upstream]
         if state_file is not None:
             args += ["--state", str(state_file)]

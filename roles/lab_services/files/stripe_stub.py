@@ -16,6 +16,12 @@ what localstripe's fake Stripe.js needs for an embedded card form:
 - `/js.stripe.com/v3/`: localstripe's fake Stripe.js, whose `confirmCardPayment` then
   sends the card element's number to that confirm (and still asks for 3-D Secure when
   localstripe wants it);
+- the hosted pages: a Checkout Session's payment page and the billing portal
+  (stripe_stub_hosted.py);
+- webhooks as Stripe sends them: signed per attempt, retried, over verified TLS, for
+  localstripe's events and the stub's own (checkout.session.completed, charge.refunded
+  after a refund), to the endpoints registered with `POST /_config/webhooks/{id}` or
+  listed in the `--webhooks` file (stripe_stub_webhooks.py);
 
 and forwards every other request unchanged to localstripe (`--upstream`), so the app's
 `STRIPE_API_BASE` points at this stub. Objects are shaped like Stripe's: `object`, ids
@@ -24,23 +30,23 @@ prefixed `price_`, `cs_test_`, `bps_`, `created` timestamps, list envelopes
 `{"error": {"type": "invalid_request_error", "message": ..., "param": ...}}`. Products
 and customers referenced by these objects are checked against localstripe.
 
-Run: `python tests/support/stripe_stub.py --port 8421 --upstream http://127.0.0.1:8420`.
-The helpers at the bottom (`register_webhook`, `reset`, `sign_payload`) are plain
-functions for tests and `make dev`.
+Run: `python stripe_stub.py --port 8421 --upstream http://127.0.0.1:8420` (the app tests and
+`make dev` start it from tests/support/services.py; the lab runs it as a service on its
+lab_services host, roles/lab_services). Clients' helpers are in tests/support/stripe_tools.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import hmac
 import json
 import re
 import secrets
 import time
-import urllib.request
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl
+
+import stripe_stub_hosted as hosted
+from stripe_stub_webhooks import Webhooks, new_event
 
 STUB_KINDS = ("prices", "checkout_sessions", "portal_sessions")
 STUB_SECRET_KEY = "sk_test_stripe_stub"  # any sk_ key is valid for localstripe
@@ -189,9 +195,10 @@ def public(obj):
 
 
 class Stub:
-    def __init__(self, upstream: str, store: Store):
+    def __init__(self, upstream: str, store: Store, webhooks: Webhooks):
         self.upstream = upstream.rstrip("/")
         self.store = store
+        self.webhooks = webhooks
         self.seq = max(
             (o.get("_seq", 0) for kind in STUB_KINDS for o in store.objects[kind].values()),
             default=0,
@@ -202,6 +209,8 @@ class Stub:
         self.seq += 1
         obj["_seq"] = self.seq
         return obj
+
+    public = staticmethod(public)
 
     # -- upstream (localstripe) --
 
@@ -425,6 +434,9 @@ class Stub:
             "ui_mode": ui_mode,
             "url": f"{base_url}/checkout/pay/{session_id}" if ui_mode == "hosted" else None,
             "_line_items": line_items,
+            # What Stripe copies onto the PaymentIntent or Subscription it creates.
+            "_payment_intent_data": p.get("payment_intent_data") or {},
+            "_subscription_data": p.get("subscription_data") or {},
         })
         return self.store.put("checkout_sessions", session)
 
@@ -443,6 +455,26 @@ class Stub:
         session["status"] = "expired"
         session["url"] = None
         return self.store.put("checkout_sessions", session)
+
+    async def ensure_plan(self, request, price: dict) -> None:
+        """A localstripe plan with the price's id and terms (localstripe has no prices)."""
+        if await self.upstream_get(request, f"/v1/plans/{price['id']}") is not None:
+            return
+        recurring = price["recurring"] or {}
+        await self.upstream_post(request, "/v1/plans", {
+            "id": price["id"], "amount": price["unit_amount"], "currency": price["currency"],
+            "interval": recurring.get("interval", "month"),
+            "interval_count": recurring.get("interval_count", 1), "product": price["product"]})
+
+    # -- refunds --
+
+    async def create_refund(self, request, p: dict) -> dict:
+        """localstripe refunds but sends no charge.refunded: the stub sends it."""
+        refund = await self.upstream_post(request, "/v1/refunds", p)
+        charge = await self.upstream_get(request, f"/v1/charges/{refund['charge']}")
+        if charge is not None:
+            self.webhooks.send(new_event("charge.refunded", charge))
+        return refund
 
     # -- payment intents --
 
@@ -508,17 +540,37 @@ def flatten(data, prefix: str = "") -> list[tuple[str, str]]:
     return pairs
 
 
-def make_app(upstream: str, state_file: str | None = None):
+def make_app(upstream: str, state_file: str | None = None, *, relay_url: str,
+             public_url: str | None = None, webhooks_file: str | None = None,
+             ca_file: str | None = None):
+    import asyncio
+
     import aiohttp
     from aiohttp import web
 
-    stub = Stub(upstream, Store(Path(state_file) if state_file else None))
+    webhooks = Webhooks(upstream=upstream.rstrip("/"), relay_url=relay_url,
+                        endpoints_file=Path(webhooks_file) if webhooks_file else None,
+                        ca_file=Path(ca_file) if ca_file else None)
+    stub = Stub(upstream, Store(Path(state_file) if state_file else None), webhooks)
 
     async def on_startup(app):
         stub.session = aiohttp.ClientSession(auto_decompress=False)
+        webhooks.session = aiohttp.ClientSession()
+        # Events from the first moment on reach the relay: register before serving.
+        for _ in range(60):
+            try:
+                await webhooks.register_relay()
+                break
+            except aiohttp.ClientError:
+                await asyncio.sleep(0.5)
+        else:
+            raise RuntimeError(f"localstripe at {upstream} did not answer the relay registration")
+        app["relay_renewal"] = asyncio.create_task(webhooks.keep_relay_registered())
 
     async def on_cleanup(app):
+        app["relay_renewal"].cancel()
         await stub.session.close()
+        await webhooks.session.close()
 
     async def params_of(request) -> dict:
         pairs = list(parse_qsl(request.query_string, keep_blank_values=True))
@@ -539,7 +591,8 @@ def make_app(upstream: str, state_file: str | None = None):
         return credentials.startswith("sk_") and len(credentials) > 5  # as localstripe
 
     def base_url(request) -> str:
-        return f"{request.scheme}://{request.host}"
+        """Where browsers reach the stub: --public-url (the lab: through its load balancer)."""
+        return public_url.rstrip("/") if public_url else f"{request.scheme}://{request.host}"
 
     def stripe_handler(handler, browser: bool = False):
         async def wrapped(request):
@@ -611,15 +664,48 @@ def make_app(upstream: str, state_file: str | None = None):
     async def create_portal(request, p):
         return await stub.create_portal_session(request, p, base_url(request))
 
+    async def create_refund(request, p):
+        return await stub.create_refund(request, p)
+
+    async def checkout_pay_page(request):
+        session = stub.store.get("checkout_sessions", request.match_info["id"], "checkout.session")
+        if session["status"] != "open":
+            raise web.HTTPSeeOther(session["success_url"].replace(hosted.CHECKOUT_SESSION_ID, session["id"]))
+        return web.Response(text=hosted.pay_page(session), content_type="text/html")
+
+    async def checkout_pay(request):
+        session = stub.store.get("checkout_sessions", request.match_info["id"], "checkout.session")
+        if session["status"] != "open":
+            return await checkout_pay_page(request)
+        form = dict(await request.post())
+        try:
+            target = await hosted.complete_checkout(stub, request, session, form)
+        except (StripeError, hosted.CardDeclined) as exc:
+            message = exc.message if isinstance(exc, StripeError) else str(exc)
+            return web.Response(text=hosted.pay_page(session, message), status=402,
+                                content_type="text/html")
+        raise web.HTTPSeeOther(target)
+
+    async def portal_page(request):
+        portal = stub.store.get("portal_sessions", request.match_info["id"], "billing_portal.session")
+        return web.Response(text=hosted.portal_page(portal), content_type="text/html")
+
+    async def config_webhook(request):
+        """localstripe's registration API, kept by the stub (stripe_stub_webhooks.py)."""
+        form = await request.post()
+        stub.webhooks.register(request.match_info["id"], form["url"], form["secret"],
+                               form.getall("events", None) or form.getall("events[]", None))
+        return web.Response()
+
+    async def relay(request):
+        event = stub.webhooks.relayed(await request.read(), request.headers.get("Stripe-Signature", ""))
+        if event is None:
+            return web.json_response({"error": "bad relay signature"}, status=400)
+        stub.webhooks.send(event)
+        return web.json_response({"received": True})
+
     async def health(request):
         return web.json_response({"ok": True})
-
-    async def hosted_page(request):
-        kind = request.path.split("/")[1]
-        return web.Response(
-            text=f"<!doctype html><title>Stripe stub</title><h1>Stripe stub: {kind}</h1>"
-                 f"<p>{request.match_info['id']}</p>",
-            content_type="text/html")
 
     async def reset(request):
         stub.store.clear()
@@ -666,8 +752,12 @@ def make_app(upstream: str, state_file: str | None = None):
     r.add_post("/v1/billing_portal/sessions", stripe_handler(create_portal))
     r.add_post("/v1/payment_intents/{id}/confirm", stripe_handler(confirm_intent, browser=True))
     r.add_get("/js.stripe.com/v3/", stripe_js)
-    r.add_get("/checkout/pay/{id}", hosted_page)
-    r.add_get("/billing_portal/{id}", hosted_page)
+    r.add_post("/v1/refunds", stripe_handler(create_refund))
+    r.add_get("/checkout/pay/{id}", checkout_pay_page)
+    r.add_post("/checkout/pay/{id}", checkout_pay)
+    r.add_get("/billing_portal/{id}", portal_page)
+    r.add_post("/_config/webhooks/{id}", config_webhook)
+    r.add_post("/_stub/relay", relay)
     r.add_delete("/_config/data", reset)
     r.add_route("*", "/{tail:.*}", forward)
     return app
@@ -721,40 +811,9 @@ def _expand_list(p: dict) -> list[str]:
     return expand if isinstance(expand, list) else [expand]
 
 
-# -- helpers for tests and `make dev` ---------------------------------------------------
-
-
-def register_webhook(api_base: str, url: str, secret: str, events: list[str] | None = None,
-                     endpoint_id: str = "app") -> None:
-    """Have localstripe (directly or through the stub) send signed events to `url`.
-
-    Registering the same `endpoint_id` again replaces the endpoint.
-    """
-    data = [("url", url), ("secret", secret)] + [("events[]", e) for e in events or []]
-    request = urllib.request.Request(
-        f"{api_base.rstrip('/')}/_config/webhooks/{endpoint_id}",
-        data=urlencode(data).encode(), method="POST")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        response.read()
-
-
-def reset(api_base: str) -> None:
-    """Forget every object (localstripe's store and, through the stub, the stub's)."""
-    request = urllib.request.Request(f"{api_base.rstrip('/')}/_config/data", method="DELETE")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        response.read()
-
-
-def sign_payload(payload: bytes, secret: str, timestamp: int | None = None) -> str:
-    """A `Stripe-Signature` header value for `payload`, computed as Stripe does."""
-    if timestamp is None:
-        timestamp = int(time.time())
-    signed = f"{timestamp}.".encode() + payload
-    signature = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={signature}"
-
-
 def main() -> None:
+    import logging
+
     from aiohttp import web
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -763,9 +822,17 @@ def main() -> None:
     parser.add_argument("--upstream", default="http://127.0.0.1:8420",
                         help="localstripe's base URL")
     parser.add_argument("--state", help="JSON file to keep the stub's objects in")
+    parser.add_argument("--public-url",
+                        help="base URL browsers reach the stub at (hosted pages); default: the request's")
+    parser.add_argument("--webhooks", help="JSON file of endpoints [{id, url, secret, events}], read at each delivery")
+    parser.add_argument("--ca-file", help="CA bundle that TLS webhook endpoints are verified against")
     args = parser.parse_args()
-    web.run_app(make_app(args.upstream, args.state), host=args.host, port=args.port,
-                print=None, access_log=None)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # localstripe posts its events to the relay on the stub's own port.
+    relay_host = "127.0.0.1" if args.host in ("0.0.0.0", "127.0.0.1", "") else args.host
+    app = make_app(args.upstream, args.state, relay_url=f"http://{relay_host}:{args.port}/_stub/relay",
+                   public_url=args.public_url, webhooks_file=args.webhooks, ca_file=args.ca_file)
+    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
 
 
 if __name__ == "__main__":
