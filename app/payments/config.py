@@ -56,6 +56,11 @@ class Settings:
     # How many proxies in front of the app append to X-Forwarded-For (nginx: 1).
     # 0 means the socket peer is the client.
     trusted_proxy_hops: int = 0
+    # Where customers reach the site (scheme, host, port; no trailing slash): every absolute
+    # URL the app hands out (Stripe's success, cancel and portal return URLs) starts with it,
+    # never with what the request's Host header says. Required in production; None only in
+    # dev, where the request's own base URL is used (payments.http.public_url).
+    public_base_url: str | None = None
 
     @property
     def is_dev(self) -> bool:
@@ -64,6 +69,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> "Settings":
         env = _Reader(environ)
+        app_env = env.choice("APP_ENV", APP_ENVS, default="production")
         return cls(
             database_url=env.url("DATABASE_URL", schemes=("postgres", "postgresql")),
             redis_url=env.url("REDIS_URL", schemes=("redis", "rediss", "unix")),
@@ -72,7 +78,7 @@ class Settings:
             stripe_webhook_secret=env.prefixed("STRIPE_WEBHOOK_SECRET", ("whsec_",)),
             session_secret=env.secret("SESSION_SECRET", min_length=32),
             app_version=env.text("APP_VERSION", default="dev"),
-            app_env=env.choice("APP_ENV", APP_ENVS, default="production"),
+            app_env=app_env,
             stripe_api_base=env.url("STRIPE_API_BASE", schemes=("http", "https"), required=False),
             stripe_js_url=env.url("STRIPE_JS_URL", schemes=("http", "https"), default=DEFAULT_STRIPE_JS_URL),
             stripe_timeout_seconds=env.number("STRIPE_TIMEOUT_SECONDS", default=20.0, minimum=0.1),
@@ -91,6 +97,7 @@ class Settings:
             auth_rate_limit_window_seconds=env.integer("AUTH_RATE_LIMIT_WINDOW_SECONDS", default=60, minimum=1),
             audit_retention_days=env.integer("AUDIT_RETENTION_DAYS", default=90, minimum=1),
             trusted_proxy_hops=env.integer("TRUSTED_PROXY_HOPS", default=0, minimum=0, maximum=5),
+            public_base_url=env.base_url("PUBLIC_BASE_URL", required=app_env != "dev"),
         ).checked()
 
     def checked(self) -> "Settings":
@@ -166,6 +173,25 @@ class _Reader:
             # The URL may carry a password: name the variable and the expected shape only.
             raise ConfigError(f"{name} must be a URL starting with {' or '.join(s + '://' for s in schemes)}")
         return value
+
+    def base_url(self, name: str, *, required: bool) -> str | None:
+        """An http(s) origin, optionally with a path prefix; no query, fragment or user info.
+        Returned without a trailing slash, so `base + "/path"` is always well-formed."""
+        value = self.url(name, schemes=("https", "http"), required=False)
+        if value is None:
+            if required:
+                raise ConfigError(f"{name} is required but not set: the site's public URL, "
+                                  f"e.g. https://shop.example.com (optional only with APP_ENV=dev)")
+            return None
+        parts = urlsplit(value)
+        if parts.query or parts.fragment or "@" in parts.netloc or value.endswith(("?", "#")):
+            raise ConfigError(f"{name} must be a base URL like https://shop.example.com "
+                              f"(no query, fragment or user info)")
+        try:
+            _ = parts.port  # raises on a malformed port
+        except ValueError:
+            raise ConfigError(f"{name} has a malformed port") from None
+        return value.rstrip("/")
 
     def integer(self, name: str, *, default: int, minimum: int | None = None, maximum: int | None = None) -> int:
         raw = self._raw(name)

@@ -56,3 +56,15 @@ def client_ip(request: Request) -> str | None:
         return str(ipaddress.ip_address(peer)) if peer else None
     except ValueError:
         return None
+
+
+def public_url(request: Request, path: str) -> str:
+    """An absolute URL on the site for `path` (starting with "/"): PUBLIC_BASE_URL + path.
+
+    Only in dev, where PUBLIC_BASE_URL may be unset, does the request's own base URL stand
+    in; behind a proxy that base is wrong (hypercorn sees http:// and the inner host), and
+    the Host header is the client's to choose, so production never uses it."""
+    base = request.app.state.settings.public_base_url
+    if base is None:
+        base = str(request.base_url).rstrip("/")
+    return base + path

@@ -18,6 +18,7 @@ VALID = {
     "STRIPE_PUBLISHABLE_KEY": "pk_test_123",
     "STRIPE_WEBHOOK_SECRET": "whsec_123",
     "SESSION_SECRET": "x" * 40,
+    "PUBLIC_BASE_URL": "https://shop.example.com",  # required since APP_ENV defaults to production
 }
 REQUIRED = list(VALID)
 
@@ -65,11 +66,40 @@ def test_blank_required_variable_counts_as_missing(name):
         ("STRIPE_TIMEOUT_SECONDS", "nan"),
         ("GRACEFUL_TIMEOUT", "soon"),
         ("GRACEFUL_TIMEOUT", "-5"),
+        ("PUBLIC_BASE_URL", "shop.example.com"),
+        ("PUBLIC_BASE_URL", "ftp://shop.example.com"),
+        ("PUBLIC_BASE_URL", "https://shop.example.com/?from=config"),
+        ("PUBLIC_BASE_URL", "https://shop.example.com/#top"),
+        ("PUBLIC_BASE_URL", "https://admin:secret@shop.example.com"),
+        ("PUBLIC_BASE_URL", "https://shop.example.com:https"),
     ],
 )
 def test_malformed_variable_is_named(name, value):
     with pytest.raises(ConfigError, match=name):
         Settings.from_env({**VALID, name: value})
+
+
+def test_public_base_url_missing_in_production_is_a_clear_error():
+    env = {k: v for k, v in VALID.items() if k != "PUBLIC_BASE_URL"}
+    with pytest.raises(ConfigError) as excinfo:
+        Settings.from_env({**env, "APP_ENV": "production"})
+    message = str(excinfo.value)
+    assert message.startswith("PUBLIC_BASE_URL is required") and "APP_ENV=dev" in message
+
+
+def test_public_base_url_is_optional_in_dev():
+    env = {k: v for k, v in VALID.items() if k != "PUBLIC_BASE_URL"}
+    assert Settings.from_env({**env, "APP_ENV": "dev"}).public_base_url is None
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("https://shop.example.com", "https://shop.example.com"),
+    ("https://shop.example.com/", "https://shop.example.com"),
+    ("https://127.0.0.1:8443", "https://127.0.0.1:8443"),
+    ("http://127.0.0.1:8000/shop/", "http://127.0.0.1:8000/shop"),
+])
+def test_public_base_url_is_kept_without_a_trailing_slash(value, expected):
+    assert Settings.from_env({**VALID, "PUBLIC_BASE_URL": value}).public_base_url == expected
 
 
 def test_error_message_does_not_echo_secrets():
@@ -100,3 +130,12 @@ def test_serve_refuses_to_start_and_names_the_missing_variable():
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "STRIPE_WEBHOOK_SECRET" in result.stderr
+
+
+def test_serve_in_production_refuses_to_start_without_a_public_base_url():
+    env = {k: v for k, v in VALID.items() if k != "PUBLIC_BASE_URL"}
+    env["PATH"] = "/usr/bin:/bin"
+    result = subprocess.run([sys.executable, "-m", "payments", "serve"], cwd=REPO / "app", env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "PUBLIC_BASE_URL is required" in result.stderr

@@ -15,16 +15,12 @@ from starlette.routing import Route
 
 from payments.accounts.sessions import current_user, require_user
 from payments.errors import ApiError
-from payments.http import read_json
+from payments.http import public_url, read_json
 from payments.idempotency import run_idempotent
 from payments.orders import service, stripe_calls
 from payments.orders.placement import place_order
 from payments.routes.catalog import load_product
 from payments.routes.pages import render
-
-
-def _absolute(request: Request, path: str) -> str:
-    return str(request.base_url).rstrip("/") + path
 
 
 async def create_checkout_session(request: Request) -> Response:
@@ -38,8 +34,8 @@ async def create_checkout_session(request: Request) -> Response:
     async def create(order: dict, priced, customer_id: str):
         return await stripe_calls.create_checkout_session(
             state.stripe, order=order, lines=priced, customer_id=customer_id,
-            success_url=_absolute(request, "/success?session_id={CHECKOUT_SESSION_ID}"),
-            cancel_url=_absolute(request, "/cancel"))
+            success_url=public_url(request, "/success?session_id={CHECKOUT_SESSION_ID}"),
+            cancel_url=public_url(request, "/cancel"))
 
     async def handler() -> tuple[int, dict]:
         order, session = await place_order(state, user=user, mode=mode, flow="checkout_session",

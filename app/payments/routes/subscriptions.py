@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from payments.accounts.sessions import require_user
 from payments.errors import ApiError
-from payments.http import require_json_content_type
+from payments.http import public_url, require_json_content_type
 from payments.orders.stripe_calls import idempotency_options, stripe_unavailable
 from payments.subscriptions import service
 
@@ -31,7 +31,7 @@ async def create_billing_portal_session(request: Request) -> JSONResponse:
     if not customer_id:
         # Without a customer there is nothing to manage; do not create one just for this.
         raise ApiError(409, "no_billing_account", "You have no subscription or payment to manage yet.")
-    params = {"customer": customer_id, "return_url": str(request.base_url).rstrip("/") + "/account"}
+    params = {"customer": customer_id, "return_url": public_url(request, "/account")}
     # A portal session is short-lived and owned by no record of ours: one key per
     # request, so the library's own retries of this POST stay idempotent.
     options = idempotency_options("user", user["id"], f"billing-portal-{uuid.uuid4().hex}")
