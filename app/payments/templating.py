@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from pathlib import Path
 
 from starlette.requests import Request
@@ -23,6 +25,14 @@ def format_money(unit_amount: int, currency: str) -> str:
     return f"{unit_amount / 100:,.2f} {currency.upper()}"
 
 
+@functools.lru_cache(maxsize=None)
+def static_url(name: str) -> str:
+    """/static/<name>?v=<digest of its content>: the load balancer and browsers cache
+    /static/ for days (roles/nginx_lb), so a release that changes a file must change its URL."""
+    digest = hashlib.sha256((STATIC_DIR / name).read_bytes()).hexdigest()[:12]
+    return f"/static/{name}?v={digest}"
+
+
 def create_templates(settings: Settings) -> Jinja2Templates:
     def page_globals(request: Request) -> dict:
         return {
@@ -33,4 +43,5 @@ def create_templates(settings: Settings) -> Jinja2Templates:
 
     templates = Jinja2Templates(directory=TEMPLATES_DIR, context_processors=[page_globals])
     templates.env.filters["money"] = format_money
+    templates.env.globals["static_url"] = static_url
     return templates

@@ -10,6 +10,7 @@ reached from here.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -302,10 +303,14 @@ async def test_checkout_page_renders_the_card_form_with_stripe_js(app, sign_in, 
     assert response.status_code == 200
     html = response.text
     assert f'<script src="{settings.stripe_js_url}"></script>' in html
-    assert f'Stripe("{settings.stripe_publishable_key}")' in html
-    assert 'elements().create("card")' in html and "confirmCardPayment" in html
-    assert f'"{price["id"]}"' in html
-    assert "/api/payment-intents" in html
+    # The page's script is a static file (the LB's CSP allows no inline script); it reads
+    # the price and the publishable key from data- attributes.
+    assert f'data-price-id="{price["id"]}"' in html
+    assert f'data-publishable-key="{settings.stripe_publishable_key}"' in html
+    script = await checkout_script(client, html)
+    assert "Stripe(root.dataset.publishableKey)" in script
+    assert 'elements().create("card")' in script and "confirmCardPayment" in script
+    assert "/api/payment-intents" in script
 
 
 async def test_checkout_page_for_a_recurring_price_offers_hosted_checkout(app, sign_in):
@@ -316,7 +321,18 @@ async def test_checkout_page_for_a_recurring_price_offers_hosted_checkout(app, s
     response = await client.get(f"/checkout/{slug}?price={price['id']}")
 
     assert response.status_code == 200
-    assert "Subscribe" in response.text and '"subscription"' in response.text
+    assert '<button type="button" id="subscribe">Subscribe</button>' in response.text
+    script = await checkout_script(client, response.text)
+    assert 'goToHostedCheckout("subscription")' in script
+
+
+async def checkout_script(client, html: str) -> str:
+    """The text of checkout.js, as the page links it (with its digest)."""
+    match = re.search(r'<script src="(/static/checkout\.js\?v=[0-9a-f]+)"></script>', html)
+    assert match, "the page does not load /static/checkout.js"
+    response = await client.get(match.group(1))
+    assert response.status_code == 200 and "javascript" in response.headers["content-type"]
+    return response.text
 
 
 async def test_checkout_page_sends_anonymous_visitors_to_sign_in(app, client):
