@@ -3,12 +3,18 @@
 # converged by playbooks/site.yml through the molecule scenario molecule/lab.
 #
 #   scripts/lab.sh up               create (or reuse) the lab, converge it, build and deploy the
-#                                   app image from app/, seed the demo catalog, print the URL
+#                                   app image from app/ (on a lab that runs the app already:
+#                                   rolled out by playbooks/deploy.yml), seed the demo catalog,
+#                                   print the URL
 #   scripts/lab.sh down             remove the lab's containers, network and volumes
 #   scripts/lab.sh release VERSION  build the app image and push it to the lab registry as VERSION
 #                                   (roll it out: ansible-playbook playbooks/deploy.yml -e app_version=VERSION)
-#   scripts/lab.sh converge [ARGS]  converge the running lab again (ARGS go to ansible-playbook)
+#   scripts/lab.sh converge [ARGS]  converge the running lab again, each app host keeping the
+#                                   release it runs (ARGS go to ansible-playbook)
 #   scripts/lab.sh verify           run the end-to-end tests against the running lab
+#   scripts/lab.sh verify-converge  a plain `ansible-playbook playbooks/site.yml` from a clean
+#                                   environment changes nothing, and another app_version is
+#                                   refused (tests/lab/test_converge.py)
 #   scripts/lab.sh seed             write the demo catalog again (idempotent)
 #   scripts/lab.sh idempotence      converge again (changed=0 everywhere) and --check (no changes)
 #   scripts/lab.sh verify-deploy    rolling deploys, a failed release, a rollback and the deploy
@@ -27,7 +33,8 @@
 #                                   one, record it in docs/benchmarks.md (section "Deploy")
 #   scripts/lab.sh test             what `make test` runs: up from scratch, a second converge with
 #                                   changed=0 everywhere, --check with no changes or failures,
-#                                   the end-to-end tests, down (LAB_KEEP=1 keeps the lab)
+#                                   verify-converge, the end-to-end tests, down (LAB_KEEP=1 keeps
+#                                   the lab)
 #   scripts/lab.sh bench            time a fresh converge and a no-change one, record them in
 #                                   docs/benchmarks.md (section "Lab")
 set -euo pipefail
@@ -112,6 +119,34 @@ app_content_version() {
   echo "lab-$digest"
 }
 
+# The app hosts of the lab, from inventories/lab/hosts.yml.
+lab_app_hosts() {
+  ansible-inventory -i inventories/lab/hosts.yml --list 2>/dev/null |
+    python3 -c 'import json,sys; print("\n".join(sorted(json.load(sys.stdin)["app"]["hosts"])))'
+}
+
+# The releases the lab's app hosts run, one distinct release a line: the tag of each app
+# container's image, as playbooks/tasks/app-active-ports.yml reads it. Nothing for an app host
+# that runs no app (no Docker in it yet, or no container).
+running_app_versions() {
+  local host image name
+  for host in $(lab_app_hosts); do
+    # The engine in a container just (re)started may take a few seconds to answer.
+    image=$(docker exec "$host" sh -c 'command -v docker >/dev/null || exit 1
+      for _ in $(seq 30); do docker info >/dev/null 2>&1 && break; sleep 1; done
+      docker inspect -f "{{.Config.Image}}" payments-app' 2>/dev/null) || continue
+    name=${image%%@*}
+    name=${name##*/}
+    if [[ $name == *:* ]]; then echo "${name#*:}"; fi
+  done | sort -u
+}
+
+# Roll a release out on the running lab: the rolling deploy, as in production.
+deploy_release() {
+  ansible-playbook -i inventories/lab playbooks/deploy.yml -e "app_version=$1" | tee "$LAB_DIR/deploy.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || die "deploy.yml failed (log: $LAB_DIR/deploy.log)"
+}
+
 # Build the app image from app/ on the lab base image and push it to the lab registry.
 # The version is NOT baked into the image (APP_VERSION comes from the deploy's environment),
 # so the same tree gives the same image under every tag: releases A and B of one tree differ
@@ -164,13 +199,32 @@ cmd_up() {
   timed create mol create
   log "Converge the lab services first (the registry the app hosts pull from)"
   timed lab_services converge "$LAB_DIR/converge-lab-services.log" --limit lab_services
-  local version
+  local version running
   version=$(app_content_version)
   timed image build_and_push "$version"
   echo "$version" >"$LAB_DIR/app-version"
-  export LAB_APP_VERSION=$version
-  log "Converge the whole stack: playbooks/site.yml (app $version)"
+  # site.yml gives a release only to an app host that runs none: on a host that runs the app it
+  # keeps that release, and refuses another one (roles/app). So the first `up` converges with
+  # this build; an `up` of a lab that runs the app converges with the release running (an app
+  # host created again gets it too) and then rolls this build out with deploy.yml, the way a
+  # release reaches production: a host at a time, drained, no request lost. Not with
+  # app_version_override_running=true: that restarts every app container at once.
+  mapfile -t running < <(running_app_versions)
+  if [ "${#running[@]}" -eq 0 ]; then
+    export LAB_APP_VERSION=$version
+  elif [ "${#running[@]}" -eq 1 ]; then
+    export LAB_APP_VERSION=${running[0]}
+  else
+    # Mixed releases (a deploy stopped half-way): each app host keeps its own.
+    unset LAB_APP_VERSION
+  fi
+  log "Converge the whole stack: playbooks/site.yml (app ${LAB_APP_VERSION:-as each host runs it})"
   timed site converge "$LAB_DIR/converge.log"
+  if [ "${#running[@]}" -gt 0 ] && [ "${running[*]}" != "$version" ]; then
+    log "Roll app $version out over ${running[*]}: playbooks/deploy.yml"
+    timed deploy deploy_release "$version"
+  fi
+  export LAB_APP_VERSION=$version
   timed seed seed_catalog "$version"
   echo "up=$((SECONDS - start))" >>"$LAB_DIR/timings"
   log "The lab is up in $((SECONDS - start)) s: $LB_URL (self-signed certificate; app $version)"
@@ -211,17 +265,26 @@ current_version() {
   cat "$LAB_DIR/app-version"
 }
 
+# Configuration only: without app_version, each app host keeps the release it runs (a release
+# changes through playbooks/deploy.yml; -e app_version=... must name the running one).
 cmd_converge() {
-  LAB_APP_VERSION=$(current_version)
-  export LAB_APP_VERSION
+  unset LAB_APP_VERSION
   converge "$LAB_DIR/converge-again.log" "$@"
 }
 
 cmd_verify() {
   LAB_APP_VERSION=$(current_version)
   export LAB_APP_VERSION
-  LAB_REQUIRED=1 python -m pytest -m "lab and not lab_deploy and not lab_failover and not lab_backup and not lab_staging" \
+  LAB_REQUIRED=1 python -m pytest \
+    -m "lab and not lab_deploy and not lab_failover and not lab_backup and not lab_staging and not lab_converge" \
     tests/lab -q -p no:cacheprovider
+}
+
+# site.yml as a person at a terminal runs it (no LAB_APP_VERSION, no extra vars, a clean
+# environment) changes nothing; another app_version is refused and changes nothing either.
+cmd_verify_converge() {
+  lab_running || die "the lab is not running: scripts/lab.sh up"
+  LAB_REQUIRED=1 LAB_CONVERGE=1 python -m pytest -m lab_converge tests/lab/test_converge.py -q -p no:cacheprovider
 }
 
 cmd_verify_deploy() {
@@ -329,6 +392,8 @@ cmd_test() {
   cmd_down
   cmd_up
   cmd_idempotence
+  log "A plain site.yml from a clean environment keeps every release and changes nothing"
+  cmd_verify_converge
   log "End-to-end tests"
   cmd_verify
   log "Rolling deploys, a failed release, a rollback and the deploy lock, under load"
@@ -368,6 +433,7 @@ case ${1:-} in
   release) shift; cmd_release "${1:-}" ;;
   converge) shift; cmd_converge "$@" ;;
   verify) cmd_verify ;;
+  verify-converge) cmd_verify_converge ;;
   seed) seed_catalog "$(current_version)" ;;
   idempotence) cmd_idempotence ;;
   verify-backup) cmd_verify_backup ;;
@@ -378,5 +444,5 @@ case ${1:-} in
   dr) cmd_dr ;;
   test) cmd_test ;;
   bench) cmd_bench ;;
-  *) sed -n '2,32p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,39p' "$0" >&2; exit 2 ;;
 esac

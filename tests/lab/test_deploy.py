@@ -148,6 +148,22 @@ def test_deploy_b_over_a_under_load_loses_no_request(releases, shopper):
     assert_orders_exactly_once(result, shopper)
 
 
+def test_a_customer_pays_by_card_in_the_browser_right_after_the_deploy(releases, tmp_path):
+    """The front door's purchase (tests/lab/test_front_door.py) on the release just rolled
+    out: a release that breaks the checkout page is caught before customers are sent to it."""
+    import frontdoor
+
+    assert served_version() == B
+    home = frontdoor.trusting_home(tmp_path, "lb1")
+    with frontdoor.chromium(home) as browser:
+        customer = frontdoor.Customer(browser)
+        with customer.problems.none_allowed("sign-up and card payment after the deploy"):
+            customer.sign_up()
+            order_id = customer.pay_by_card("notebook")
+        assert customer.wait_for_order(order_id, "paid")["status"] == "paid"
+        customer.close()
+
+
 def test_release_that_never_becomes_ready_keeps_b_and_fails_naming_the_host(releases, shopper):
     result, deploy = under_load(
         playbook("deploy.yml", "-e", f"app_version={BROKEN}", "-e", "deploy_ready_timeout=15"), shopper)

@@ -20,7 +20,7 @@ from stripe_stub_webhooks import new_event
 CHECKOUT_SESSION_ID = "{CHECKOUT_SESSION_ID}"
 
 PAY_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Pay · Stripe stand-in</title></head>
+<html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,"><title>Pay · Stripe stand-in</title></head>
 <body>
 <h1>Stripe stand-in: hosted Checkout</h1>
 <p>{mode}: {amount} {currency}</p>
@@ -38,7 +38,7 @@ PAY_PAGE = """<!doctype html>
 """
 
 PORTAL_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Billing portal · Stripe stand-in</title></head>
+<html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,"><title>Billing portal · Stripe stand-in</title></head>
 <body>
 <h1>Stripe stand-in: billing portal</h1>
 <p>Customer {customer}</p>
