@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
 """Stand-in app host for the nginx_lb scenario: answers every request with JSON saying
-which instance (port) served it, the path, the method and the X-Request-ID it received."""
+which instance (port) served it, the path, the method and the X-Request-ID it received, and
+appends the same to REQUEST_LOG, so verify can tell which requests reached an app host."""
 
 import json
 import sys
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PORT = int(sys.argv[1])
+REQUEST_LOG = "/var/log/lab-backend-requests.log"
+_log_lock = threading.Lock()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -30,6 +34,8 @@ class Handler(BaseHTTPRequestHandler):
             method=self.command,
             request_id=self.headers.get("X-Request-ID", ""),
         )
+        with _log_lock, open(REQUEST_LOG, "a", encoding="utf-8") as log:
+            log.write(json.dumps({key: body[key] for key in ("backend", "path", "method", "request_id")}) + "\n")
         data = json.dumps(body).encode()
         self.send_response(200)
         content_type = "text/css" if self.path.startswith("/static/") else "application/json"
