@@ -14,6 +14,13 @@ from urllib.parse import urlsplit
 
 DEFAULT_STRIPE_JS_URL = "https://js.stripe.com/v3/"
 APP_ENVS = ("dev", "production")
+# stripe-python's longest sleep between two attempts of one call (HTTPClient.MAX_DELAY).
+STRIPE_RETRY_DELAY_MAX_SECONDS = 5.0
+# Stripe calls an order request makes at most: the customer (first order only), the object.
+ORDER_STRIPE_CALLS = 2
+# What an order request does around its Stripe calls (PostgreSQL: the order, the key, the
+# Stripe id; each statement waits at most the pool's 10 s for a connection), on top of them.
+ORDER_LOCAL_WORK_SECONDS = 30.0
 
 
 class ConfigError(ValueError):
@@ -34,6 +41,9 @@ class Settings:
     stripe_js_url: str = DEFAULT_STRIPE_JS_URL
     # Seconds the app waits for Stripe on a request (the library default is 80 s).
     stripe_timeout_seconds: float = 20.0
+    # Attempts after the first the Stripe library makes on a network error, a 409 or a 5xx
+    # (with the same idempotency key, so safe for POSTs).
+    stripe_max_network_retries: int = 2
     host: str = "0.0.0.0"
     port: int = 8000
     workers: int = 2
@@ -66,6 +76,26 @@ class Settings:
     def is_dev(self) -> bool:
         return self.app_env == "dev"
 
+    @property
+    def stripe_call_max_seconds(self) -> float:
+        """The longest one Stripe call may take: every attempt its whole timeout, and the
+        library's longest backoff between attempts."""
+        retries = self.stripe_max_network_retries
+        return (retries + 1) * self.stripe_timeout_seconds + retries * STRIPE_RETRY_DELAY_MAX_SECONDS
+
+    @property
+    def order_stripe_deadline_seconds(self) -> float:
+        """An order request's Stripe calls together are cut off after this long (placement.py),
+        whatever httpx's per-phase timeouts would allow: the call then counts as unanswered."""
+        return ORDER_STRIPE_CALLS * self.stripe_call_max_seconds
+
+    @property
+    def idempotency_lock_seconds(self) -> float:
+        """How long an Idempotency-Key stays locked by the request using it before a retry may
+        take it over (that request died with its worker): longer than a request can run.
+        Defaults: 2 x (3 x 20 s + 2 x 5 s) + 30 s = 170 s."""
+        return self.order_stripe_deadline_seconds + ORDER_LOCAL_WORK_SECONDS
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> "Settings":
         env = _Reader(environ)
@@ -82,6 +112,7 @@ class Settings:
             stripe_api_base=env.url("STRIPE_API_BASE", schemes=("http", "https"), required=False),
             stripe_js_url=env.url("STRIPE_JS_URL", schemes=("http", "https"), default=DEFAULT_STRIPE_JS_URL),
             stripe_timeout_seconds=env.number("STRIPE_TIMEOUT_SECONDS", default=20.0, minimum=0.1),
+            stripe_max_network_retries=env.integer("STRIPE_MAX_NETWORK_RETRIES", default=2, minimum=0, maximum=5),
             host=env.text("HOST", default="0.0.0.0"),
             port=env.integer("PORT", default=8000, minimum=1, maximum=65535),
             workers=env.integer("WEB_CONCURRENCY", default=2, minimum=1, maximum=64),

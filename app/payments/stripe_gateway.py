@@ -22,6 +22,7 @@ def create_stripe_client(settings: Settings, http_client: stripe.HTTPXClient | N
         settings.stripe_secret_key,
         http_client=http_client or create_http_client(settings),
         base_addresses=base_addresses,
-        # Retries reuse the same idempotency key, so they are safe for POSTs.
-        max_network_retries=2,
+        # Retries reuse the same idempotency key, so they are safe for POSTs. With the timeout
+        # they bound how long a call may take (Settings.stripe_call_max_seconds).
+        max_network_retries=settings.stripe_max_network_retries,
     )

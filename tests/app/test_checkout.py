@@ -150,7 +150,8 @@ async def test_checkout_session_for_a_subscription(app, sign_in):
     assert rows == [{"mode": "subscription", "flow": "checkout_session"}]
 
 
-async def test_stripe_unreachable_is_502_and_the_order_is_kept_as_failed(app, settings, client_for, sign_in):
+async def test_stripe_unreachable_is_503_and_the_order_stays_pending_for_the_retry(app, settings, client_for,
+                                                                                   sign_in):
     user, _ = await sign_in()
     price = await local_price(app)
     broken = await client_for(settings, stripe_api_base="http://127.0.0.1:9")
@@ -160,11 +161,34 @@ async def test_stripe_unreachable_is_502_and_the_order_is_kept_as_failed(app, se
 
     response = await post_json(broken, "/api/payment-intents", {"items": [{"price_id": price["id"]}]})
 
-    assert response.status_code == 502
-    assert response.json()["error"]["code"] == "payment_provider_error"
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "payment_provider_unavailable"
+    assert response.headers["retry-after"] == "5"
+    # No answer is not a refusal: Stripe may have made the object (test_idempotency.py resumes it).
     rows = await query(app, "SELECT o.status, count(i.id) AS items FROM orders o"
                             " JOIN order_items i ON i.order_id = o.id GROUP BY o.id")
-    assert rows == [{"status": "failed", "items": 1}]
+    assert rows == [{"status": "pending", "items": 1}]
+
+
+async def test_stripe_refusing_the_payment_intent_is_502_and_the_order_failed(app, sign_in, monkeypatch):
+    import stripe
+
+    from payments.orders import stripe_calls
+
+    _, client = await sign_in()
+    price = await local_price(app)
+
+    async def refuse(*args, **kwargs):
+        raise stripe.InvalidRequestError("Amount must be at least 50 cents", param="amount")
+
+    monkeypatch.setattr(stripe_calls, "create_payment_intent", refuse)
+
+    response = await post_json(client, "/api/payment-intents", {"items": [{"price_id": price["id"]}]})
+
+    assert (response.status_code, response.json()["error"]["code"]) == (502, "payment_provider_error")
+    assert "Amount" not in response.text  # Stripe's own words stay in the log
+    rows = await query(app, "SELECT status, failure_reason FROM orders")
+    assert rows == [{"status": "failed", "failure_reason": "stripe: InvalidRequestError"}]
 
 
 # -- bad input ----------------------------------------------------------------------------

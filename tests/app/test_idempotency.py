@@ -1,13 +1,25 @@
-"""Idempotency-Key on the endpoints that create orders and payments."""
+"""Idempotency-Key on the endpoints that create orders and payments, and the retries it
+makes safe: a lost Stripe answer, PostgreSQL failing after Stripe answered, a retry while
+the first request runs, a worker that died holding the key.
+
+The retry tests run against localstripe through `stripe_faults.StripeNetwork`, a stand-in
+for Stripe's own idempotency (localstripe ignores Idempotency-Key) and for a network that
+loses answers; the objects they count are localstripe's.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 
+import psycopg
 import pytest
 
 from payments import idempotency
-from tests.app.payments_support import count, local_price, query, sign_in  # noqa: F401  (fixtures)
+from payments.config import Settings
+from tests.app import stripe_faults
+from tests.app.payments_support import catalog_price, count, local_price, query, sign_in  # noqa: F401  (fixtures)
 
 PATH = "/api/payment-intents"
 
@@ -70,8 +82,8 @@ async def test_key_still_in_flight_is_409(app, sign_in):
     # response not yet stored).
     async with app.state.db.connection() as conn:
         claim = await idempotency.reserve(conn, user_id=user["id"], key="key-1",
-                                          req_hash=idempotency.request_hash("POST", PATH, body))
-    assert claim is None
+                                          req_hash=idempotency.request_hash("POST", PATH, body), lock_seconds=60)
+    assert isinstance(claim, idempotency.Claim) and claim.order_id is None
 
     response = await post(client, body)
 
@@ -86,8 +98,8 @@ async def test_abandoned_in_flight_key_can_be_taken_over(app, sign_in):
     body = {"items": [{"price_id": price["id"]}]}
     async with app.state.db.connection() as conn:
         await idempotency.reserve(conn, user_id=user["id"], key="key-1",
-                                  req_hash=idempotency.request_hash("POST", PATH, body))
-        await conn.execute("UPDATE idempotency_keys SET created_at = now() - interval '1 hour'")
+                                  req_hash=idempotency.request_hash("POST", PATH, body), lock_seconds=60)
+        await conn.execute("UPDATE idempotency_keys SET locked_at = now() - interval '1 hour'")
 
     response = await post(client, body)
 
@@ -160,3 +172,197 @@ def test_request_hash_depends_on_content_not_formatting():
     assert idempotency.request_hash("POST", PATH, body) != idempotency.request_hash("POST", "/other", body)
     assert idempotency.request_hash("POST", PATH, body) != idempotency.request_hash(
         "POST", PATH, {**body, "mode": "subscription"})
+
+
+# -- retries that resume the order ---------------------------------------------------------
+
+FLOWS = [
+    pytest.param("/api/payment-intents", {}, "/v1/payment_intents", id="payment-intent"),
+    pytest.param("/api/checkout/sessions", {"mode": "payment"}, "/v1/checkout/sessions", id="checkout-session"),
+]
+
+
+async def order_body(app, extra: dict) -> dict:
+    price = await catalog_price(app, unit_amount=1800)
+    return {**extra, "items": [{"price_id": price["id"], "quantity": 2}]}
+
+
+async def stripe_objects(app, user: dict, stripe_path: str) -> list[str]:
+    """Ids of the PaymentIntents or Checkout Sessions Stripe (localstripe, the stub) holds
+    for the user's customer."""
+    rows = await query(app, "SELECT stripe_customer_id FROM users WHERE id = %s", (user["id"],))
+    customer = rows[0]["stripe_customer_id"]
+    stripe = app.state.stripe.v1
+    if stripe_path == "/v1/checkout/sessions":
+        listed = await stripe.checkout.sessions.list_async({"customer": customer, "limit": 100})
+        return [session["id"] for session in listed["data"]]
+    found, after = [], None
+    while True:  # localstripe lists every PaymentIntent of the session's tests
+        page = await stripe.payment_intents.list_async({"limit": 100, **({"starting_after": after} if after else {})})
+        found += [intent["id"] for intent in page["data"] if intent["customer"] == customer]
+        if not page["has_more"]:
+            return found
+        after = page["data"][-1]["id"]
+
+
+def same_answer(first: dict, second: dict) -> bool:
+    # The checkout URL or client secret, the Stripe id and the order: all the client uses.
+    return {k: v for k, v in first.items() if k != "status"} == {k: v for k, v in second.items() if k != "status"}
+
+
+@pytest.mark.parametrize("path,extra,stripe_path", FLOWS)
+async def test_stripe_answer_lost_after_it_created_the_object_the_retry_resumes_it(
+        app, sign_in, path, extra, stripe_path):
+    user, client = await sign_in()
+    body = await order_body(app, extra)
+    network = await stripe_faults.install(app)
+    # Every attempt of the library (1 + its retries, same key) reaches Stripe; no answer comes back.
+    network.lose(stripe_path, times=app.state.settings.stripe_max_network_retries + 1)
+
+    first = await post(client, body, path=path)
+
+    assert (first.status_code, first.json()["error"]["code"]) == (503, "payment_provider_unavailable")
+    orders = await query(app, "SELECT id, status, stripe_payment_intent_id, stripe_checkout_session_id FROM orders")
+    assert [o["status"] for o in orders] == ["pending"]
+    keys = await query(app, "SELECT status, order_id, locked_at FROM idempotency_keys")
+    assert keys == [{"status": "in_flight", "order_id": orders[0]["id"], "locked_at": None}]
+
+    retry = await post(client, body, path=path)
+    again = await post(client, body, path=path)
+
+    assert retry.status_code == 201, retry.text
+    assert retry.json()["order_id"] == str(orders[0]["id"])
+    assert (again.status_code, again.json(), again.headers["Idempotent-Replayed"]) == (201, retry.json(), "true")
+    assert await count(app, "orders") == 1
+    objects = await stripe_objects(app, user, stripe_path)
+    assert len(objects) == 1 and objects[0] in retry.text
+    assert network.forwarded.count(("post", stripe_path)) == 1
+
+
+@pytest.mark.parametrize("path,extra,stripe_path", FLOWS)
+async def test_database_failure_right_after_stripe_answered_the_retry_gets_the_same_object(
+        app, sign_in, monkeypatch, path, extra, stripe_path):
+    from payments.orders import service
+
+    user, client = await sign_in()
+    body = await order_body(app, extra)
+    network = await stripe_faults.install(app)
+    attach = service.attach_stripe_ids
+    failures = []
+
+    async def database_lost(conn, order_id, **ids):
+        if not failures:
+            failures.append(ids)
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        return await attach(conn, order_id, **ids)
+
+    monkeypatch.setattr(service, "attach_stripe_ids", database_lost)
+
+    first = await post(client, body, path=path)
+
+    assert (first.status_code, first.json()["error"]["code"]) == (503, "service_unavailable")
+    created_id = next(iter(failures[0].values()))
+    rows = await query(app, "SELECT status, stripe_payment_intent_id, stripe_checkout_session_id FROM orders")
+    assert rows == [{"status": "pending", "stripe_payment_intent_id": None, "stripe_checkout_session_id": None}]
+
+    retry = await post(client, body, path=path)
+    again = await post(client, body, path=path)
+
+    assert retry.status_code == 201, retry.text
+    assert created_id in retry.text  # Stripe answered the repeated key with the object it made
+    assert again.json() == retry.json()
+    assert await count(app, "orders") == 1
+    assert await stripe_objects(app, user, stripe_path) == [created_id]
+    stored = await query(app, "SELECT stripe_payment_intent_id, stripe_checkout_session_id FROM orders")
+    assert created_id in stored[0].values()
+
+
+@pytest.mark.parametrize("path,extra,stripe_path", FLOWS)
+async def test_a_retry_during_the_first_call_is_409_then_gets_the_same_answer(
+        app, sign_in, path, extra, stripe_path):
+    user, client = await sign_in()
+    body = await order_body(app, extra)
+    network = await stripe_faults.install(app)
+    release = network.hold(stripe_path)
+
+    first = asyncio.create_task(post(client, body, path=path))
+    await asyncio.wait_for(network.reached(stripe_path).wait(), 10)
+    during = await post(client, body, path=path)
+    release.set()
+    answered = await first
+    after = await post(client, body, path=path)
+
+    assert (during.status_code, during.json()["error"]["code"]) == (409, "idempotency_key_in_flight")
+    assert during.headers["retry-after"]
+    assert answered.status_code == 201, answered.text
+    assert (after.status_code, after.json()) == (201, answered.json())
+    assert await count(app, "orders") == 1
+    assert len(await stripe_objects(app, user, stripe_path)) == 1
+
+
+async def test_a_key_held_by_a_dead_worker_is_taken_over_after_the_lock_and_resumes_its_order(app, sign_in):
+    user, client = await sign_in()
+    body = await order_body(app, {})
+    network = await stripe_faults.install(app)
+    network.lose("/v1/payment_intents", times=app.state.settings.stripe_max_network_retries + 1)
+    await post(client, body)  # an order, a PaymentIntent, no answer
+    lock = app.state.settings.idempotency_lock_seconds
+    # As if a worker had taken the key again and died in the middle.
+    await query(app, "UPDATE idempotency_keys SET locked_at = now() - make_interval(secs => %s) RETURNING 1",
+                (lock - 5,))
+
+    while_locked = await post(client, body)
+    await query(app, "UPDATE idempotency_keys SET locked_at = now() - make_interval(secs => %s) RETURNING 1",
+                (lock + 1,))
+    taken_over = await post(client, body)
+
+    assert while_locked.status_code == 409
+    assert taken_over.status_code == 201, taken_over.text
+    assert await count(app, "orders") == 1
+    assert len(await stripe_objects(app, user, "/v1/payment_intents")) == 1
+
+
+async def test_a_refusal_is_the_answer_of_its_key_and_a_new_key_starts_a_new_order(app, sign_in, monkeypatch):
+    import stripe
+
+    from payments.orders import stripe_calls
+
+    _, client = await sign_in()
+    price = await local_price(app)
+    body = {"items": [{"price_id": price["id"]}]}
+    create = stripe_calls.create_payment_intent
+
+    async def refuse_once(*args, **kwargs):
+        monkeypatch.setattr(stripe_calls, "create_payment_intent", create)
+        raise stripe.CardError("Your card was declined.", param=None, code="card_declined")
+
+    monkeypatch.setattr(stripe_calls, "create_payment_intent", refuse_once)
+
+    refused = await post(client, body)
+    replayed = await post(client, body)
+    new_key = await post(client, body, key="key-2")
+
+    assert (refused.status_code, refused.json()["error"]["code"]) == (502, "payment_provider_error")
+    assert (replayed.status_code, replayed.json(), replayed.headers["Idempotent-Replayed"]) == (
+        502, refused.json(), "true")
+    assert new_key.status_code == 201
+    assert [r["status"] for r in await query(app, "SELECT status FROM orders ORDER BY created_at")] == [
+        "failed", "pending"]
+
+
+def test_the_key_lock_outlasts_the_longest_order_request_the_settings_allow(settings):
+    # Customer and object call, each every attempt waiting out the timeout, plus backoff.
+    for timeout, retries in ((20.0, 2), (45.0, 2), (20.0, 5), (0.5, 0)):
+        changed = dataclasses.replace(settings, stripe_timeout_seconds=timeout, stripe_max_network_retries=retries)
+        worst = 2 * ((retries + 1) * timeout + retries * 5.0)
+        assert changed.order_stripe_deadline_seconds >= worst
+        assert changed.idempotency_lock_seconds > changed.order_stripe_deadline_seconds
+    assert Settings.idempotency_lock_seconds.fget(settings) == 170.0  # defaults: 2 x (3 x 20 + 2 x 5) + 30
+
+
+def test_the_backoff_bound_is_the_stripe_librarys():
+    import stripe
+
+    from payments import config
+
+    assert config.STRIPE_RETRY_DELAY_MAX_SECONDS == stripe.HTTPClient.MAX_DELAY

@@ -91,3 +91,36 @@ def test_migrate_follows_a_database_url_of_several_hosts_to_the_primary(empty_da
     assert "0001_accounts_catalog_audit" in migrate(multi_host)
     assert APP_TABLES <= tables(empty_database_url)
     assert migrate(multi_host) == []
+
+
+def test_the_recovery_points_migration_is_expand_only_and_rolls_back(empty_database_url):
+    """0003 adds columns the release before it never names: that release's INSERT of a key
+    still works, and gets a lock; the rollback file undoes 0003 alone."""
+    from yoyo import get_backend, read_migrations
+
+    from payments.db import MIGRATIONS_DIR, _yoyo_url
+
+    migrate(empty_database_url)
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+        user_id = conn.execute("INSERT INTO users (email, password_hash) VALUES ('old@example.com', 'x')"
+                               " RETURNING id").fetchone()[0]
+        # The previous release's statement, unchanged.
+        conn.execute("INSERT INTO idempotency_keys (user_id, key, request_hash, status)"
+                     " VALUES (%s, 'k', 'h', 'in_flight')", (user_id,))
+        assert conn.execute("SELECT order_id IS NULL, locked_at IS NOT NULL FROM idempotency_keys").fetchone() == (
+            True, True)
+
+    parts = urlsplit(empty_database_url)
+    backend = get_backend(_yoyo_url(empty_database_url, parts.hostname, parts.port))
+    try:
+        migrations = read_migrations(str(MIGRATIONS_DIR))
+        with backend.lock():
+            backend.rollback_migrations(backend.to_rollback(migrations.filter(
+                lambda m: m.id == "0003_idempotency_recovery_points")))
+    finally:
+        backend.connection.close()
+    with psycopg.connect(empty_database_url) as conn:
+        columns = {row[0] for row in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'idempotency_keys'")}
+    assert {"order_id", "locked_at"}.isdisjoint(columns) and "request_hash" in columns
+    assert migrate(empty_database_url) == ["0003_idempotency_recovery_points"]

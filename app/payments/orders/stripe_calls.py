@@ -1,8 +1,10 @@
 """The Stripe objects that pay for an order: Checkout Sessions, PaymentIntents, refunds.
 
 Every POST carries an idempotency key derived from our own record id, so a retry (by
-the Stripe library, or by a client repeating its request) never creates a second
-object at Stripe.
+the Stripe library, or by a client repeating its request, which resumes the same order)
+never creates a second object at Stripe. The parameters come from the stored order alone
+(its items, amount, currency), so a resumed call sends exactly what the first one sent,
+as Stripe requires for a repeated key.
 """
 
 from __future__ import annotations
@@ -10,7 +12,11 @@ from __future__ import annotations
 import stripe
 
 from payments.errors import ApiError
-from payments.orders.service import PricedLine
+from payments.idempotency import FinalError
+
+# Stripe may have done what was asked, or not: no answer (network, timeout), its own 5xx
+# or 409, or its rate limit. The order stays pending and the retry resumes it.
+UNANSWERED = (stripe.APIConnectionError, stripe.APIError, stripe.RateLimitError, TimeoutError)
 
 
 def idempotency_options(record: str, record_id, action: str) -> dict:
@@ -24,8 +30,25 @@ def stripe_unavailable(exc: stripe.StripeError) -> ApiError:
                     "The payment provider could not process the request; try again shortly.")
 
 
-async def create_checkout_session(client: stripe.StripeClient, *, order: dict, lines: list[PricedLine],
-                                  customer_id: str, success_url: str, cancel_url: str):
+def is_unanswered(exc: BaseException) -> bool:
+    return isinstance(exc, UNANSWERED)
+
+
+def order_refused() -> FinalError:
+    """Stripe definitely refused the order's object: the answer for this Idempotency-Key."""
+    return FinalError(502, "payment_provider_error",
+                      "The payment provider refused to start this payment; start a new checkout.")
+
+
+def order_unanswered() -> ApiError:
+    """Stripe did not answer (or not yet): the order is kept pending for the retry."""
+    return ApiError(503, "payment_provider_unavailable",
+                    "The payment provider did not answer; retry with the same Idempotency-Key to continue this order.",
+                    {"Retry-After": "5"})
+
+
+async def create_checkout_session(client: stripe.StripeClient, *, order: dict, customer_id: str,
+                                  success_url: str, cancel_url: str):
     order_id = str(order["id"])
     # Our order id travels in the metadata of every object Stripe creates for it, so
     # each webhook can find the order.
@@ -34,7 +57,7 @@ async def create_checkout_session(client: stripe.StripeClient, *, order: dict, l
         "mode": order["mode"],
         "customer": customer_id,
         "client_reference_id": order_id,
-        "line_items": [{"price": line.stripe_price_id, "quantity": line.quantity} for line in lines],
+        "line_items": [{"price": item["stripe_price_id"], "quantity": item["quantity"]} for item in order["items"]],
         "success_url": success_url,
         "cancel_url": cancel_url,
         "metadata": metadata,
@@ -59,6 +82,14 @@ async def create_payment_intent(client: stripe.StripeClient, *, order: dict, cus
     }
     return await client.v1.payment_intents.create_async(
         params, idempotency_options("order", order_id, "payment-intent"))
+
+
+async def retrieve_checkout_session(client: stripe.StripeClient, session_id: str):
+    return await client.v1.checkout.sessions.retrieve_async(session_id)
+
+
+async def retrieve_payment_intent(client: stripe.StripeClient, intent_id: str):
+    return await client.v1.payment_intents.retrieve_async(intent_id)
 
 
 async def create_refund(client: stripe.StripeClient, *, order: dict):

@@ -16,9 +16,9 @@ from starlette.routing import Route
 from payments.accounts.sessions import current_user, require_user
 from payments.errors import ApiError
 from payments.http import public_url, read_json
-from payments.idempotency import run_idempotent
+from payments.idempotency import Claim, run_idempotent
 from payments.orders import service, stripe_calls
-from payments.orders.placement import place_order
+from payments.orders.placement import StripeObjectCalls, place_order
 from payments.routes.catalog import load_product
 from payments.routes.pages import render
 
@@ -30,16 +30,16 @@ async def create_checkout_session(request: Request) -> Response:
     mode = service.parse_mode(body.get("mode"))
     lines = service.parse_line_items(body)
     state = request.app.state
-
-    async def create(order: dict, priced, customer_id: str):
-        return await stripe_calls.create_checkout_session(
-            state.stripe, order=order, lines=priced, customer_id=customer_id,
+    calls = StripeObjectCalls(
+        create=lambda order, customer_id: stripe_calls.create_checkout_session(
+            state.stripe, order=order, customer_id=customer_id,
             success_url=public_url(request, "/success?session_id={CHECKOUT_SESSION_ID}"),
-            cancel_url=public_url(request, "/cancel"))
+            cancel_url=public_url(request, "/cancel")),
+        retrieve=lambda session_id: stripe_calls.retrieve_checkout_session(state.stripe, session_id))
 
-    async def handler() -> tuple[int, dict]:
+    async def handler(claim: Claim | None) -> tuple[int, dict]:
         order, session = await place_order(state, user=user, mode=mode, flow="checkout_session",
-                                           lines=lines, create_stripe_object=create)
+                                           lines=lines, stripe_object=calls, claim=claim)
         return 201, {"order_id": str(order["id"]), "status": order["status"],
                      "checkout_session_id": session["id"], "url": session["url"]}
 
@@ -52,13 +52,14 @@ async def create_payment_intent(request: Request) -> Response:
     body = await read_json(request)
     lines = service.parse_line_items(body)
     state = request.app.state
+    calls = StripeObjectCalls(
+        create=lambda order, customer_id: stripe_calls.create_payment_intent(
+            state.stripe, order=order, customer_id=customer_id),
+        retrieve=lambda intent_id: stripe_calls.retrieve_payment_intent(state.stripe, intent_id))
 
-    async def create(order: dict, priced, customer_id: str):
-        return await stripe_calls.create_payment_intent(state.stripe, order=order, customer_id=customer_id)
-
-    async def handler() -> tuple[int, dict]:
+    async def handler(claim: Claim | None) -> tuple[int, dict]:
         order, intent = await place_order(state, user=user, mode="payment", flow="payment_intent",
-                                          lines=lines, create_stripe_object=create)
+                                          lines=lines, stripe_object=calls, claim=claim)
         return 201, {"order_id": str(order["id"]), "status": order["status"],
                      "payment_intent_id": intent["id"], "client_secret": intent["client_secret"],
                      "amount": order["amount_total"], "currency": order["currency"]}
