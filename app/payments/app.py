@@ -1,7 +1,8 @@
 """The ASGI application: `create_app(settings)` wires everything explicitly.
 
 The lifespan creates and closes every shared resource on `app.state`: `db` (psycopg_pool
-AsyncConnectionPool, dict rows), `redis`, `stripe` (StripeClient) and `started_at`.
+AsyncConnectionPool, dict rows), `redis`, `stripe` (StripeClient), `stripe_check` (the
+health probe's cache) and `started_at`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from payments.catalog import cache as catalog_cache
 from payments.config import Settings
 from payments.db import create_pool
 from payments.errors import EXCEPTION_HANDLERS
+from payments.health import CachedCheck, check_stripe
 from payments.http import MAX_BODY_BYTES
 from payments.logs import configure_logging
 from payments.middleware import BodyLimitMiddleware, RequestContextMiddleware
@@ -75,6 +77,9 @@ async def lifespan(app: Starlette):
     app.state.redis = redis
     app.state.catalog_memo = catalog_cache.Memo()  # recent catalog cache hits (catalog/cache.py)
     app.state.stripe = create_stripe_client(settings, stripe_http)
+    # /api/health's Stripe probe, at most one call per STRIPE_HEALTH_MAX_AGE_SECONDS here.
+    app.state.stripe_check = CachedCheck(lambda: check_stripe(app.state.stripe),
+                                         settings.stripe_health_max_age_seconds)
     app.state.started_at = time.monotonic()
     gauges = asyncio.create_task(_refresh_pool_gauges(pool))
     log.info("app_started", version=settings.app_version, env=settings.app_env)

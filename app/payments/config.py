@@ -44,6 +44,8 @@ class Settings:
     # Attempts after the first the Stripe library makes on a network error, a 409 or a 5xx
     # (with the same idempotency key, so safe for POSTs).
     stripe_max_network_retries: int = 2
+    # /api/health asks Stripe at most once per this many seconds per process.
+    stripe_health_max_age_seconds: float = 30.0
     host: str = "0.0.0.0"
     port: int = 8000
     workers: int = 2
@@ -62,6 +64,11 @@ class Settings:
     auth_rate_limit_per_ip: int = 10
     auth_rate_limit_per_email: int = 5
     auth_rate_limit_window_seconds: int = 60
+    # Orders one user may start (POST /api/payment-intents and /api/checkout/sessions) per
+    # window, across every app host: each writes an order and makes one or two Stripe calls.
+    # No customer starts ten orders a minute; a script with one account is stopped there.
+    order_rate_limit_per_user: int = 10
+    order_rate_limit_window_seconds: int = 60
     audit_retention_days: int = 90
     # How many proxies in front of the app append to X-Forwarded-For (nginx: 1).
     # 0 means the socket peer is the client.
@@ -113,6 +120,7 @@ class Settings:
             stripe_js_url=env.url("STRIPE_JS_URL", schemes=("http", "https"), default=DEFAULT_STRIPE_JS_URL),
             stripe_timeout_seconds=env.number("STRIPE_TIMEOUT_SECONDS", default=20.0, minimum=0.1),
             stripe_max_network_retries=env.integer("STRIPE_MAX_NETWORK_RETRIES", default=2, minimum=0, maximum=5),
+            stripe_health_max_age_seconds=env.number("STRIPE_HEALTH_MAX_AGE_SECONDS", default=30.0, minimum=1.0),
             host=env.text("HOST", default="0.0.0.0"),
             port=env.integer("PORT", default=8000, minimum=1, maximum=65535),
             workers=env.integer("WEB_CONCURRENCY", default=2, minimum=1, maximum=64),
@@ -126,6 +134,8 @@ class Settings:
             auth_rate_limit_per_ip=env.integer("AUTH_RATE_LIMIT_PER_IP", default=10, minimum=1),
             auth_rate_limit_per_email=env.integer("AUTH_RATE_LIMIT_PER_EMAIL", default=5, minimum=1),
             auth_rate_limit_window_seconds=env.integer("AUTH_RATE_LIMIT_WINDOW_SECONDS", default=60, minimum=1),
+            order_rate_limit_per_user=env.integer("ORDER_RATE_LIMIT_PER_USER", default=10, minimum=1),
+            order_rate_limit_window_seconds=env.integer("ORDER_RATE_LIMIT_WINDOW_SECONDS", default=60, minimum=1),
             audit_retention_days=env.integer("AUDIT_RETENTION_DAYS", default=90, minimum=1),
             trusted_proxy_hops=env.integer("TRUSTED_PROXY_HOPS", default=0, minimum=0, maximum=5),
             public_base_url=env.base_url("PUBLIC_BASE_URL", required=app_env != "dev"),

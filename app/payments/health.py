@@ -2,6 +2,10 @@
 
 Each check returns {"status": "ok"|"fail", "latency_ms": ..., "error": ...} and never
 raises; a check that hangs is cut off after CHECK_TIMEOUT_SECONDS.
+
+The Stripe check is a call to Stripe's API, which has a rate limit of its own: /api/health
+reuses its last result for STRIPE_HEALTH_MAX_AGE_SECONDS (`CachedCheck`, one per process,
+created by the lifespan), and says how old the result is.
 """
 
 from __future__ import annotations
@@ -44,6 +48,30 @@ async def check_redis(redis) -> dict:
 async def check_stripe(stripe) -> dict:
     # No retries: a health probe should report the first failure, not wait out backoff.
     return await _timed(lambda: stripe.v1.balance.retrieve_async(options={"max_network_retries": 0}))
+
+
+class CachedCheck:
+    """A check's last result, reused while younger than `max_age_seconds`; callers arriving
+    while it runs wait for that one run instead of starting their own."""
+
+    def __init__(self, check: Callable[[], Awaitable[dict]], max_age_seconds: float) -> None:
+        self._check = check
+        self.max_age_seconds = max_age_seconds
+        self._result: dict | None = None
+        self._checked_at = 0.0
+        self._lock = asyncio.Lock()
+
+    def _fresh(self) -> bool:
+        return self._result is not None and time.monotonic() - self._checked_at < self.max_age_seconds
+
+    async def result(self) -> dict:
+        """The result with `age_seconds`: how long ago the check ran."""
+        if not self._fresh():
+            async with self._lock:
+                if not self._fresh():
+                    self._result = await self._check()
+                    self._checked_at = time.monotonic()
+        return {**self._result, "age_seconds": round(time.monotonic() - self._checked_at, 1)}
 
 
 def overall_status(checks: dict[str, dict]) -> str:

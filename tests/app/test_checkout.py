@@ -373,3 +373,52 @@ async def test_checkout_page_for_an_unknown_product_is_404(sign_in):
     _, client = await sign_in()
     response = await client.get("/checkout/no-such-product")
     assert response.status_code == 404
+
+
+# -- the per-user order limit ----------------------------------------------------------------
+
+
+async def test_orders_over_the_per_user_limit_are_429_with_retry_after(app, settings, client_for, sign_in):
+    from payments.accounts.sessions import COOKIE_NAME, create_session
+
+    user, _ = await sign_in()
+    other, _ = await sign_in()
+    price = await local_price(app)
+    limited = await client_for(settings, order_rate_limit_per_user=3, order_rate_limit_window_seconds=60)
+    limited.cookies.set(COOKIE_NAME, await create_session(app.state.redis, user["id"], 600))
+    body = {"items": [{"price_id": price["id"]}]}
+
+    answers = [await post_json(limited, "/api/payment-intents", body, **{"Idempotency-Key": f"k{i}"})
+               for i in range(3)]
+    over = await post_json(limited, "/api/checkout/sessions", {"mode": "payment", **body})
+    replay = await post_json(limited, "/api/payment-intents", body, **{"Idempotency-Key": "k0"})
+
+    assert [a.status_code for a in answers] == [201, 201, 201]
+    assert over.status_code == 429
+    assert over.json()["error"]["code"] == "order_rate_limited"
+    assert "3 orders per 60 s" in over.json()["error"]["message"]
+    assert 1 <= int(over.headers["retry-after"]) <= 60
+    # A replay creates nothing and is not counted; the limit is per user.
+    assert (replay.status_code, replay.json()) == (201, answers[0].json())
+    limited.cookies.set(COOKIE_NAME, await create_session(app.state.redis, other["id"], 600))
+    assert (await post_json(limited, "/api/payment-intents", body)).status_code == 201
+    assert await count(app, "orders") == 4
+
+
+async def test_a_request_refused_by_the_order_limit_releases_its_key(app, settings, client_for, sign_in):
+    from payments.accounts.sessions import COOKIE_NAME, create_session
+
+    user, _ = await sign_in()
+    price = await local_price(app)
+    limited = await client_for(settings, order_rate_limit_per_user=1)
+    limited.cookies.set(COOKIE_NAME, await create_session(app.state.redis, user["id"], 600))
+    body = {"items": [{"price_id": price["id"]}]}
+    await post_json(limited, "/api/payment-intents", body, **{"Idempotency-Key": "first"})
+
+    refused = await post_json(limited, "/api/payment-intents", body, **{"Idempotency-Key": "second"})
+
+    assert refused.status_code == 429
+    assert await query(app, "SELECT key FROM idempotency_keys ORDER BY key") == [{"key": "first"}]
+    # Once the window has passed, the same key starts its order.
+    await app.state.redis.delete(f"ratelimit:orders:user:{user['id']}")
+    assert (await post_json(limited, "/api/payment-intents", body, **{"Idempotency-Key": "second"})).status_code == 201

@@ -31,6 +31,21 @@ def test_valid_environment_gives_settings_with_defaults():
     assert settings.stripe_js_url == "https://js.stripe.com/v3/"
     assert settings.stripe_api_base is None
     assert settings.graceful_timeout_seconds == 30
+    assert (settings.order_rate_limit_per_user, settings.order_rate_limit_window_seconds) == (10, 60)
+    assert settings.stripe_health_max_age_seconds == 30
+    assert settings.stripe_max_network_retries == 2
+
+
+def test_order_limit_health_age_and_stripe_retries_are_read():
+    settings = Settings.from_env({**VALID, "ORDER_RATE_LIMIT_PER_USER": "100000", "ORDER_RATE_LIMIT_WINDOW_SECONDS": "30",
+                                  "STRIPE_HEALTH_MAX_AGE_SECONDS": "5", "STRIPE_MAX_NETWORK_RETRIES": "0",
+                                  "STRIPE_TIMEOUT_SECONDS": "10"})
+    assert (settings.order_rate_limit_per_user, settings.order_rate_limit_window_seconds) == (100_000, 30)
+    assert settings.stripe_health_max_age_seconds == 5
+    # One attempt of 10 s per call, two calls, and the PostgreSQL margin.
+    assert settings.idempotency_lock_seconds == 2 * 10 + 30
+    # Empty, as an inventory that sets nothing writes it, means the default.
+    assert Settings.from_env({**VALID, "ORDER_RATE_LIMIT_PER_USER": ""}).order_rate_limit_per_user == 10
 
 
 
@@ -66,6 +81,10 @@ def test_blank_required_variable_counts_as_missing(name):
         ("STRIPE_TIMEOUT_SECONDS", "nan"),
         ("GRACEFUL_TIMEOUT", "soon"),
         ("GRACEFUL_TIMEOUT", "-5"),
+        ("ORDER_RATE_LIMIT_PER_USER", "0"),
+        ("ORDER_RATE_LIMIT_WINDOW_SECONDS", "a minute"),
+        ("STRIPE_HEALTH_MAX_AGE_SECONDS", "0"),
+        ("STRIPE_MAX_NETWORK_RETRIES", "9"),
         ("PUBLIC_BASE_URL", "shop.example.com"),
         ("PUBLIC_BASE_URL", "ftp://shop.example.com"),
         ("PUBLIC_BASE_URL", "https://shop.example.com/?from=config"),

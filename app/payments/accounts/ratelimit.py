@@ -1,7 +1,9 @@
-"""Fixed-window attempt counters in Redis for sign-in and sign-up.
+"""Fixed-window attempt counters in Redis: sign-in and sign-up, and orders per user.
 
 nginx limits requests per address first; this counts per client address and per email
-across every app host, so spreading attempts over hosts or addresses does not help.
+across every app host, so spreading attempts over hosts or addresses does not help. Orders
+are counted per signed-in user: each one writes rows and makes Stripe calls, and one
+account spread over many addresses must not get more of them.
 """
 
 from __future__ import annotations
@@ -42,3 +44,16 @@ async def enforce_auth_limits(request: Request, action: str, email: str) -> None
     if retry_after:
         raise ApiError(429, "rate_limited", "Too many attempts; try again later.",
                        {"Retry-After": str(retry_after)})
+
+
+async def enforce_order_limit(state, user_id: int) -> None:
+    """Count a new order of `user_id` (not a replay or a resumed order of an Idempotency-Key);
+    429 with Retry-After over ORDER_RATE_LIMIT_PER_USER per ORDER_RATE_LIMIT_WINDOW_SECONDS."""
+    settings = state.settings
+    window = settings.order_rate_limit_window_seconds
+    count, reset_in = await count_attempt(state.redis, f"ratelimit:orders:user:{user_id}", window)
+    if count > settings.order_rate_limit_per_user:
+        raise ApiError(429, "order_rate_limited",
+                       f"At most {settings.order_rate_limit_per_user} orders per {window} s per account;"
+                       f" try again in {reset_in} s.",
+                       {"Retry-After": str(reset_in)})

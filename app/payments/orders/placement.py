@@ -29,6 +29,7 @@ import stripe
 import structlog
 
 from payments.accounts.customers import ensure_stripe_customer
+from payments.accounts.ratelimit import enforce_order_limit
 from payments.idempotency import Claim
 from payments.orders import service
 from payments.orders.service import LineRequest
@@ -54,7 +55,7 @@ _ID_COLUMN = {"checkout_session": "stripe_checkout_session_id", "payment_intent"
 async def place_order(state, *, user: dict, mode: str, flow: str, lines: list[LineRequest],
                       stripe_object: StripeObjectCalls, claim: Claim | None) -> tuple[dict, object]:
     """(order, Stripe object) for a new order, or for the one `claim` recorded; raises
-    ApiError (400 bad lines, 502 refused, 503 Stripe unanswered)."""
+    ApiError (400 bad lines, 429 too many orders, 502 refused, 503 Stripe unanswered)."""
     order = await _resumed(state, user, claim) if claim is not None and claim.order_id else None
     if order is None:
         order = await _create(state, user=user, mode=mode, flow=flow, lines=lines, claim=claim)
@@ -99,6 +100,7 @@ async def place_order(state, *, user: dict, mode: str, flow: str, lines: list[Li
 
 async def _create(state, *, user: dict, mode: str, flow: str, lines: list[LineRequest],
                   claim: Claim | None) -> dict:
+    await enforce_order_limit(state, user["id"])
     async with state.db.connection() as conn:
         async with conn.transaction():
             priced = await service.price_lines(conn, lines, mode=mode)
