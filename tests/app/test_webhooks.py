@@ -107,6 +107,50 @@ async def test_rejected_delivery_is_counted_in_metrics(deliver):
     assert metric("stripe_webhook_events_total", type="unverified", outcome="bad_signature") == before + 1
 
 
+async def test_a_thousand_bad_signatures_add_one_counted_audit_row_and_a_thousand_to_the_counter(app, deliver):
+    before = metric("stripe_webhook_events_total", type="unverified", outcome="bad_signature")
+    event = make_event("product.created", {"id": "prod_x", "name": "X"})
+
+    answers = [await deliver(event, secret="whsec_flood") for _ in range(1000)]
+
+    assert {a.status_code for a in answers} == {400}
+    assert metric("stripe_webhook_events_total", type="unverified", outcome="bad_signature") == before + 1000
+    rows = await query(app, "SELECT ip, details FROM audit_logs WHERE action = 'security.webhook_bad_signature'")
+    # One row per address per minute; a run that crosses its row's minute starts a second.
+    assert 1 <= len(rows) <= 2
+    assert sum(row["details"]["count"] for row in rows) == 1000
+    assert rows[0]["details"]["window_seconds"] == 60 and "reason" in rows[0]["details"]
+
+
+async def test_concurrent_bad_signatures_lose_no_count(app, deliver):
+    event = make_event("product.created", {"id": "prod_x", "name": "X"})
+
+    answers = await asyncio.gather(*(deliver(event, secret="whsec_flood") for _ in range(200)))
+
+    assert {a.status_code for a in answers} == {400}
+    rows = await query(app, "SELECT details FROM audit_logs WHERE action = 'security.webhook_bad_signature'")
+    assert len(rows) <= 3
+    assert sum(row["details"]["count"] for row in rows) == 200
+
+
+async def test_bad_signatures_are_counted_per_source_address_and_minute(app, settings, client_for):
+    client = await client_for(settings, trusted_proxy_hops=1)
+
+    for address in ["203.0.113.7"] * 3 + ["198.51.100.9"] * 2:
+        await client.post("/api/webhooks/stripe", content=b"{}", headers={
+            "Content-Type": "application/json", "Stripe-Signature": "t=1,v1=bad", "X-Forwarded-For": address})
+    # The first address's row is older than its minute: the next one starts a new row.
+    await query(app, "UPDATE audit_logs SET created_at = now() - interval '61 seconds'"
+                     " WHERE ip = '203.0.113.7' RETURNING id")
+    await client.post("/api/webhooks/stripe", content=b"{}", headers={
+        "Content-Type": "application/json", "Stripe-Signature": "t=1,v1=bad", "X-Forwarded-For": "203.0.113.7"})
+
+    rows = await query(app, "SELECT host(ip) AS ip, (details ->> 'count')::int AS count FROM audit_logs"
+                            " WHERE action = 'security.webhook_bad_signature' ORDER BY id")
+    assert rows == [{"ip": "203.0.113.7", "count": 3}, {"ip": "198.51.100.9", "count": 2},
+                    {"ip": "203.0.113.7", "count": 1}]
+
+
 # -- ledger ---------------------------------------------------------------------------------
 
 

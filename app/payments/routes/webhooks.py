@@ -1,7 +1,9 @@
 """POST /api/webhooks/stripe: Stripe's event deliveries.
 
-400 for anything not signed by Stripe within 300 s (recorded as a security event when
-PostgreSQL is up, nothing else stored); 200 for a processed, duplicate or unhandled event; 500 when a
+400 for anything not signed by Stripe within 300 s (counted in
+`stripe_webhook_events_total{outcome="bad_signature"}`, and recorded as a security event
+when PostgreSQL is up: one audit row per source address per minute, with the count, so a
+flood cannot fill the table; nothing else stored); 200 for a processed, duplicate or unhandled event; 500 when a
 handler fails, so Stripe delivers it again later.
 """
 
@@ -25,6 +27,8 @@ log = structlog.get_logger("payments.webhooks")
 
 # The type label of a delivery we could not verify: its claimed type is not trusted.
 UNVERIFIED_TYPE = "unverified"
+# Bad signatures from one address share an audit row this long (its details.count).
+BAD_SIGNATURE_AUDIT_WINDOW_SECONDS = 60
 
 # Stripe sends many events a second: the answers are encoded once, the metric children
 # looked up once per (type, outcome). Only verified types reach the cache, a set Stripe
@@ -47,8 +51,8 @@ async def _audit_bad_signature(request: Request, reason: str) -> None:
     # invite retries of a delivery that can never be accepted).
     try:
         async with request.app.state.db.connection() as conn:
-            await audit.record(conn, action="security.webhook_bad_signature", ip=client_ip(request),
-                               details={"reason": reason[:300]})
+            await audit.record_counted(conn, action="security.webhook_bad_signature", ip=client_ip(request),
+                                       details={"reason": reason[:300]}, window_seconds=BAD_SIGNATURE_AUDIT_WINDOW_SECONDS)
     except psycopg.Error as exc:  # the pool's timeout is one too
         log.warning("webhook_bad_signature_not_audited", error=f"{type(exc).__name__}: {exc}")
 
