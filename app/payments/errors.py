@@ -1,7 +1,8 @@
 """One error shape for every failure a client sees: {"error": {"code": ..., "message": ...}}.
 
 Route code raises `ApiError`; the handlers registered by `create_app` turn it (and
-Starlette's own 404/405, and lost backing services) into that shape.
+Starlette's own 404/405, lost backing services, and a Redis that refuses writes) into that
+shape: a backing service that fails is a 503 with Retry-After, never a 500.
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ from collections.abc import Mapping
 import psycopg
 import psycopg_pool
 import redis.exceptions
+import structlog
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from payments.db import recheck_pool
+
+log = structlog.get_logger("payments.errors")
 
 # Codes for Starlette's own HTTP errors (unknown route, wrong method, ...).
 _HTTP_CODES = {
@@ -80,11 +84,26 @@ async def handle_backend_down(request: Request, exc: Exception) -> Response:
                           {"Retry-After": "5"})
 
 
+async def handle_redis_refused(request: Request, exc: redis.exceptions.RedisError) -> Response:
+    # Redis answers but refuses the command: under `noeviction` a full Redis refuses every
+    # write (OOM), so sessions and rate-limit counters cannot be written. The request may
+    # succeed once memory is freed: 503, and an error in the log for whoever runs Redis.
+    log.error("redis_refused", error=f"{type(exc).__name__}: {str(exc)[:200]}", path=request.url.path)
+    if isinstance(exc, redis.exceptions.OutOfMemoryError) or str(exc).startswith("OOM"):
+        message = "The session store is full and refuses new data; try again shortly."
+    else:
+        message = "The session store refused the request; try again shortly."
+    return error_response(503, "session_store_unavailable", message, {"Retry-After": "5"})
+
+
 EXCEPTION_HANDLERS = {
     ApiError: handle_api_error,
     HTTPException: handle_http_exception,
     redis.exceptions.ConnectionError: handle_backend_down,
     redis.exceptions.TimeoutError: handle_backend_down,
+    # Any other Redis error (OOM, a read-only replica, an aborted transaction): its MRO
+    # reaches RedisError after the two above.
+    redis.exceptions.RedisError: handle_redis_refused,
     psycopg.OperationalError: handle_backend_down,
     psycopg_pool.PoolTimeout: handle_backend_down,
 }

@@ -34,7 +34,8 @@ log = structlog.get_logger("payments.catalog.cache")
 
 
 MEMO_MAX_AGE_SECONDS = 1.0
-# Names are bounded by the search texts people type: a full memo starts again empty.
+# Names are the list and the products (search results are not cached); a full memo
+# starts again empty.
 MEMO_MAX_ENTRIES = 256
 
 
@@ -75,7 +76,7 @@ async def invalidate(redis) -> None:
 
 @functools.lru_cache(maxsize=1024)
 def _key(name: str) -> str:
-    # Hash the name: it may hold search text of any shape. Remembered: the listing's name
+    # Hash the name: a key of bounded length whatever the name. Remembered: the listing's name
     # is hashed on every request otherwise.
     return "catalog:" + hashlib.sha256(name.encode()).hexdigest()[:32]
 

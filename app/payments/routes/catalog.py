@@ -1,4 +1,7 @@
-"""GET /api/products (?q= for full-text search) and GET /api/products/{slug}."""
+"""GET /api/products (?q= for full-text search) and GET /api/products/{slug}.
+
+The list and each product are cached in Redis (catalog/cache.py); search results are not.
+"""
 
 from __future__ import annotations
 
@@ -14,15 +17,18 @@ from payments.errors import ApiError
 
 async def _load_product_list_json(request: Request, query: str | None) -> tuple[bytes, bool]:
     state = request.app.state
+    if query:
+        # Free-text results are not cached: the texts are the client's to choose, and each
+        # would be an entry in the Redis that holds sessions under noeviction (app/README.md).
+        # One query on the GIN index answers them.
+        async with state.db.connection() as conn:
+            return orjson.dumps(await queries.search_products(conn, query)), False
 
     async def load() -> list[dict]:
         async with state.db.connection() as conn:
-            if query:
-                return await queries.search_products(conn, query)
             return await queries.list_products(conn)
 
-    name = f"products:search:{query}" if query else "products:all"
-    return await cache.cached_json(state.redis, name, state.settings.catalog_cache_ttl_seconds, load,
+    return await cache.cached_json(state.redis, "products:all", state.settings.catalog_cache_ttl_seconds, load,
                                    state.catalog_memo)
 
 
