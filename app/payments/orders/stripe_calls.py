@@ -43,7 +43,7 @@ def order_refused() -> FinalError:
 def order_unanswered() -> ApiError:
     """Stripe did not answer (or not yet): the order is kept pending for the retry."""
     return ApiError(503, "payment_provider_unavailable",
-                    "The payment provider did not answer; retry with the same Idempotency-Key to continue this order.",
+                    "The payment provider did not answer; try again in a moment to continue this order.",
                     {"Retry-After": "5"})
 
 
