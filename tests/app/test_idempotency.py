@@ -322,6 +322,22 @@ async def test_a_key_held_by_a_dead_worker_is_taken_over_after_the_lock_and_resu
     assert len(await stripe_objects(app, user, "/v1/payment_intents")) == 1
 
 
+async def test_an_order_without_its_stripe_object_is_not_resumed_after_stripes_key_window(app, sign_in):
+    user, client = await sign_in()
+    body = await order_body(app, {})
+    network = await stripe_faults.install(app)
+    network.lose("/v1/payment_intents", times=app.state.settings.stripe_max_network_retries + 1)
+    await post(client, body)
+    # Stripe forgets an idempotency key after 24 h: repeating the call could make a second object.
+    await query(app, "UPDATE orders SET created_at = now() - interval '25 hours' RETURNING 1")
+
+    late = await post(client, body)
+
+    assert (late.status_code, late.json()["error"]["code"]) == (502, "payment_provider_error")
+    assert [r["status"] for r in await query(app, "SELECT status FROM orders")] == ["failed"]
+    assert network.forwarded.count(("post", "/v1/payment_intents")) == 1
+
+
 async def test_a_refusal_is_the_answer_of_its_key_and_a_new_key_starts_a_new_order(app, sign_in, monkeypatch):
     import stripe
 

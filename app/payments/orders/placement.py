@@ -21,9 +21,9 @@ which the Idempotency-Key lock outlasts.
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
 import stripe
 import structlog
