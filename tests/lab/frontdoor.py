@@ -118,14 +118,23 @@ class Customer:
     def order(self, order_id: str) -> dict:
         return self.api("GET", f"/api/orders/{order_id}")["order"]
 
-    def wait_for_order(self, order_id: str, status: str, timeout: float = 60) -> dict:
-        """Only a webhook moves an order on; poll until it has (bounded)."""
+    def _poll(self, read, done, timeout: float):
+        """read() until done(value) or the time is up (bounded); the last value either way."""
         deadline = time.monotonic() + timeout
         while True:
-            order = self.order(order_id)
-            if order["status"] == status or time.monotonic() > deadline:
-                return order
+            value = read()
+            if done(value) or time.monotonic() > deadline:
+                return value
             time.sleep(0.5)
+
+    def wait_for_order(self, order_id: str, status: str, timeout: float = 60) -> dict:
+        """Only a webhook moves an order on; poll until it has."""
+        return self._poll(lambda: self.order(order_id), lambda order: order["status"] == status, timeout)
+
+    def wait_for_subscription(self, status: str, timeout: float = 60) -> list[dict]:
+        """The customer's subscriptions, once one of them has `status` (set by webhook)."""
+        return self._poll(lambda: self.api("GET", "/api/subscriptions")["subscriptions"],
+                          lambda subscriptions: any(s["status"] == status for s in subscriptions), timeout)
 
     def fill_card(self, number: str) -> None:
         """localstripe's card element: one text input per field, named by its placeholder."""

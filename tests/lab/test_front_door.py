@@ -67,7 +67,7 @@ def test_hosted_checkout_for_a_subscription_makes_it_active(customer):
         order_id = customer.pay_on_hosted_checkout(SUBSCRIPTION, "Subscribe")
     order = customer.wait_for_order(order_id, "paid")
     assert (order["status"], order["mode"]) == ("paid", "subscription"), order
-    subscriptions = _wait_for_subscription(customer, "active")
+    subscriptions = customer.wait_for_subscription("active")
     assert [s["status"] for s in subscriptions] == ["active"], subscriptions
     with customer.problems.none_allowed("account page"):
         customer.page.goto("/account")
@@ -104,13 +104,3 @@ def test_admin_refund_marks_the_order_refunded_by_webhook(customer, browser, lab
     order = customer.wait_for_order(order_id, "refunded")
     assert order["status"] == "refunded", order
 
-
-def _wait_for_subscription(customer, status: str, timeout: float = 60) -> list[dict]:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        subscriptions = customer.api("GET", "/api/subscriptions")["subscriptions"]
-        if any(s["status"] == status for s in subscriptions) or time.monotonic() > deadline:
-            return subscriptions
-        time.sleep(0.5)
