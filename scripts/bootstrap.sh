@@ -14,6 +14,8 @@ declare -A packages=(
   # certutil: the lab browser tests trust the load balancer's certificate in an NSS database
   [certutil]=libnss3-tools
   [wrk]=wrk
+  # promtool: scripts/promtool-test.sh checks and unit-tests the monitoring role's alert rules
+  [promtool]=prometheus
   [curl]=curl
   [openssl]=openssl
   [git]=git
