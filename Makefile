@@ -20,7 +20,7 @@ test: bootstrap
 	@scripts/test.sh
 
 test-app: bootstrap
-	$(PY) -m pytest tests/app tests/test_support_services.py
+	$(PY) -m pytest tests/app tests/test_support_services.py tests/awx
 
 lint: bootstrap
 	yamllint .
