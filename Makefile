@@ -20,11 +20,12 @@ test: bootstrap
 	@scripts/test.sh
 
 test-app: bootstrap
-	$(PY) -m pytest tests/app tests/test_support_services.py tests/awx
+	$(PY) -m pytest tests/app tests/test_support_services.py tests/awx tests/ci
 
 lint: bootstrap
 	yamllint .
 	ansible-lint --profile production
+	actionlint
 
 molecule: bootstrap
 	@scripts/molecule-roles.sh
@@ -53,3 +54,10 @@ bench-deploy: bootstrap
 # on the molecule scenario roles/pgbackrest/molecule/bench (BENCH_BACKUP_ARGS="--scale 5 --keep")
 bench-backup: bootstrap
 	$(PY) scripts/bench_backup.py $(BENCH_BACKUP_ARGS)
+
+## smoke: smoke-test a running site through its load balancer (scripts/smoke.py), e.g.
+# make smoke URL=https://payments.example.invalid; the lab: URL=https://127.0.0.1:8443 SMOKE_ARGS=--insecure
+.PHONY: smoke
+smoke:
+	@test -n "$(URL)" || { echo "usage: make smoke URL=https://... [SMOKE_ARGS='--insecure --expect-version V']" >&2; exit 2; }
+	python3 scripts/smoke.py "$(URL)" $(SMOKE_ARGS)
