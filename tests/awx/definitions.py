@@ -138,6 +138,12 @@ def playbook_files(path: Path, found: set[Path] | None = None) -> set[Path]:
     return found
 
 
+@cache
+def _closure(path: Path) -> frozenset[Path]:
+    return frozenset(playbook_files(path))
+
+
+@cache
 def _code(path: Path) -> str:
     """The file without its comment lines (a variable named only in a comment is not used)."""
     return "\n".join(line for line in path.read_text(errors="replace").splitlines() if not line.lstrip().startswith("#"))
@@ -145,10 +151,10 @@ def _code(path: Path) -> str:
 
 def uses_variable(playbook: Path, variable: str) -> bool:
     pattern = re.compile(rf"(?<![\w.]){re.escape(variable)}(?!\w)")
-    return any(pattern.search(_code(p)) for p in playbook_files(playbook))
+    return any(pattern.search(_code(p)) for p in _closure(playbook))
 
 
 def reads_with_empty_default(playbook: Path, variable: str) -> bool:
     """Whether the playbook reads `variable` as `variable | default('')`, so "" means unset."""
     pattern = re.compile(rf"(?<![\w.]){re.escape(variable)}\s*\|\s*default\(\s*(''|\"\")\s*\)")
-    return any(pattern.search(_code(p)) for p in playbook_files(playbook))
+    return any(pattern.search(_code(p)) for p in _closure(playbook))
