@@ -174,6 +174,7 @@ seed_catalog() {
   # shows the real line items; seeding finds what it created before (idempotent).
   log "Seed the demo catalog (from $app_host)"
   docker exec "$app_host" docker run --rm --network host --env-file /etc/payments/app.env \
+    --volume /etc/internal-tls:/etc/internal-tls:ro \
     "$registry/$IMAGE_NAME:$version" python -m payments seed --stripe
 }
 

@@ -80,6 +80,19 @@ def test_plain_http_redirects_to_https(lab, client):
     assert response.headers["location"].endswith("/api/products")
 
 
+def test_a_host_name_the_site_does_not_own_gets_no_page_and_no_redirect(lab, client):
+    # HTTPS: 421 from nginx itself, no Location (a redirect would send the customer there).
+    response = client.get(f"{HTTPS}/sign-in", headers={"Host": "evil.example"})
+    assert response.status_code == 421, response.text
+    assert "location" not in response.headers
+    # Plain HTTP: the connection is closed without an answer (444), so not even a redirect.
+    with pytest.raises(httpx.RemoteProtocolError):
+        client.get(f"{HTTP}/sign-in", headers={"Host": "evil.example"})
+    # The names the site owns still answer.
+    assert client.get(f"{HTTPS}/sign-in").status_code == 200
+    assert client.get(f"{HTTP}/sign-in").status_code == 301
+
+
 def test_security_headers_are_present(lab, client):
     headers = client.get(f"{HTTPS}/api/products").headers
     assert "max-age=" in headers["strict-transport-security"]
@@ -129,10 +142,80 @@ def test_data_ports_answer_the_app_hosts(lab, service, port):
         assert result.returncode == 0, f"{service}:{port} refused {app}: {result.stderr}"
 
 
-def test_redis_refuses_commands_without_the_password(lab):
-    result = connect_from(lab["app"][0], lab["address"][lab["cache"]], REDIS_PORT, b"PING\r\n")
+CA_FILE = "/etc/internal-tls/ca.crt"
+# PostgreSQL's SSLRequest: the client asks for TLS before its startup message.
+PG_SSL_REQUEST = "struct.pack('!II', 8, 80877103)"
+
+
+def tls_from(host: str, address: str, port: int, cafile: str | None, send: bytes = b"",
+             postgresql: bool = False) -> subprocess.CompletedProcess:
+    """A TLS client inside `host` that verifies the server against `cafile` (None: only the
+    system's CAs) and the address it dials; prints what the server answers to `send`."""
+    script = (
+        "import socket, ssl, struct\n"
+        f"context = ssl.create_default_context(cafile={cafile!r})\n"
+        f"raw = socket.create_connection(({address!r}, {port}), timeout=3)\n"
+        + (f"raw.sendall({PG_SSL_REQUEST}); assert raw.recv(1) == b'S'\n" if postgresql else "")
+        + f"s = context.wrap_socket(raw, server_hostname={address!r})\n"
+        f"print('handshake', s.version())\n"
+        f"s.sendall({send!r})\n"
+        f"print(s.recv(200).decode() if {bool(send)!r} else '')\n"
+    )
+    return run_in(host, "python3", "-c", script, check=False)
+
+
+def test_redis_speaks_only_tls_that_the_client_verifies(lab):
+    app, address = lab["app"][0], lab["address"][lab["cache"]]
+    # Plain text: the server reads it as a broken TLS handshake and closes; no RESP answer.
+    plain = connect_from(app, address, REDIS_PORT, b"PING\r\n")
+    assert plain.stdout.strip() == "", f"Redis answered plain text: {plain.stdout}"
+    # A client that trusts only the system's CAs refuses the server's certificate.
+    untrusted = tls_from(app, address, REDIS_PORT, None, b"PING\r\n")
+    assert untrusted.returncode != 0 and "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr, untrusted
+    # One that trusts the stack CA gets through, and still has to authenticate.
+    trusted = tls_from(app, address, REDIS_PORT, CA_FILE, b"PING\r\n")
+    assert trusted.returncode == 0, trusted.stderr
+    assert "handshake TLSv1.3" in trusted.stdout and "-NOAUTH" in trusted.stdout, trusted.stdout
+
+
+def test_postgresql_refuses_plain_text_from_an_app_host(lab):
+    # A startup message with no SSLRequest first: pg_hba has only hostssl lines for app hosts.
+    script = (
+        "import socket, struct\n"
+        "body = struct.pack('!I', 196608) + b'user\\0payments\\0database\\0payments\\0\\0'\n"
+        f"s = socket.create_connection(({lab['address'][lab['db_primary']]!r}, {POSTGRESQL_PORT}), timeout=3)\n"
+        "s.sendall(struct.pack('!I', len(body) + 4) + body)\n"
+        "print(s.recv(500).decode(errors='replace'))\n"
+    )
+    result = run_in(lab["app"][0], "python3", "-c", script, check=False)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("-NOAUTH"), result.stdout
+    assert result.stdout.startswith("E") and "no encryption" in result.stdout, result.stdout
+
+
+def test_postgresql_tls_is_verified_against_the_stack_ca(lab):
+    app, address = lab["app"][0], lab["address"][lab["db_primary"]]
+    untrusted = tls_from(app, address, POSTGRESQL_PORT, None, postgresql=True)
+    assert untrusted.returncode != 0 and "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr, untrusted
+    trusted = tls_from(app, address, POSTGRESQL_PORT, CA_FILE, postgresql=True)
+    assert trusted.returncode == 0 and "handshake TLSv1.3" in trusted.stdout, trusted
+
+
+def test_every_remote_postgresql_session_is_encrypted(lab, client):
+    # The app holds pooled connections once it has served a query.
+    assert client.get(f"{HTTPS}/api/products").status_code == 200
+    rows = psql(lab["db_primary"], (
+        "SELECT a.backend_type || ' ' || host(a.client_addr) || ' ' || s.ssl"
+        " FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)"
+        " WHERE a.client_addr IS NOT NULL AND NOT a.client_addr <<= '127.0.0.0/8' AND a.client_addr <> '::1'"
+    )).splitlines()
+    sessions = [row.rsplit(" ", 1) for row in rows]
+    assert any(who.startswith("walsender") for who, _ in sessions), rows
+    app_addresses = {lab["address"][host] for host in lab["app"]}
+    assert any(who.startswith("client backend") and who.split()[-1] in app_addresses for who, _ in sessions), rows
+    assert all(encrypted == "true" for _, encrypted in sessions), rows
+    # The replica verifies its primary: its WAL receiver's connection asks for verify-full.
+    conninfo = psql(lab["db_replica"], "SELECT conninfo FROM pg_stat_wal_receiver")
+    assert "sslmode=verify-full" in conninfo and f"sslrootcert={CA_FILE}" in conninfo, conninfo
 
 
 def burst_from(host: str, address: str, path: str, limit: int) -> list[int]:
