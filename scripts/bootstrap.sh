@@ -30,6 +30,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || { echo "run as root (or with sudo) to install packages" >&2; exit 1; }
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  # Only promtool is wanted from prometheus: its server (0.0.0.0:9090, where the lab publishes
+  # its own) must not run here, under whichever init system the machine has.
+  if [[ " ${missing[*]} " == *" prometheus "* ]]; then
+    { systemctl disable --now prometheus || { service prometheus stop; update-rc.d prometheus disable; }; } >/dev/null 2>&1 || true
+  fi
 fi
 
 # The Python tools, reinstalled only when a requirements file changed.
