@@ -8,7 +8,11 @@ then orders), SQL runs in the containers with `docker exec`.
 
 1. Orders written before a backup, more orders, time T, more orders: a restore to T into a
    scratch cluster on db2 (restore_scratch=true) holds exactly the orders written up to T.
-2. The restore drill passes on the healthy repository and prints its figures.
+   The backup is AWX's "backup" job: its template's playbook and extra vars, run through
+   ansible-runner as AWX runs a job (tests/lab/awx_job.py).
+2. The restore drill passes on the healthy repository and prints its figures: AWX's
+   "restore drill" job, run the same way (its template is production's; here it runs on the
+   lab's inventory).
 3. With one file of the latest backup overwritten in the repository (through the stand-in's S3
    API), the drill fails (non-zero, FAIL), also with `pgbackrest verify` turned off (the
    restore itself must notice); with the original bytes put back, it passes again.
@@ -36,6 +40,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from labtools import ansible_env, playbook, run_in  # noqa: E402  (tests/lab/labtools.py)
+
+from tests.lab.awx_job import JobRun, run_job  # noqa: E402
 
 pytestmark = [
     pytest.mark.lab,
@@ -168,10 +174,30 @@ def wait_past_backup_stop(lab: dict, timeout: float = 5) -> None:
         time.sleep(0.2)
 
 
-def test_restore_to_time_t_brings_back_exactly_the_orders_written_up_to_t(lab, user_id):
+def assert_job_succeeded(job: JobRun) -> str:
+    """The job's exit status and events, as AWX would judge them; its output, collapsed."""
+    assert job.rc == 0 and job.status == "successful", job.summary()
+    assert job.events, f"job {job.template!r} wrote no events"
+    assert job.failed_tasks() == [], f"failed tasks in a successful job: {job.failed_tasks()}"
+    assert any(event.get("event") == "playbook_on_stats" for event in job.events), "no play recap event"
+    return " ".join(job.stdout.split())
+
+
+def test_a_job_whose_task_fails_is_reported_failed_with_the_task_named(lab, tmp_path):
+    job = run_job("backup", tmp_path / "bad-backup-job", answers={"backup_type": "weekly"})
+    assert job.rc != 0 and job.status == "failed", job.summary()
+    assert job.failed_tasks() == [f"{lab['primary']}: Check the backup type"], job.failed_tasks()
+
+
+def test_restore_to_time_t_brings_back_exactly_the_orders_written_up_to_t(lab, user_id, tmp_path):
     before_backup = write_orders(lab, user_id, 3)
-    backup = run(playbook("backup.yml", "-e", "backup_type=diff"))
-    assert backup.returncode == 0, output(backup)[-4000:]
+    labels_before = {b["label"] for b in backup_info(lab)[0]["backup"]}
+    text = assert_job_succeeded(run_job("backup", tmp_path / "backup-job"))
+    new = [b for b in backup_info(lab)[0]["backup"] if b["label"] not in labels_before]
+    assert len(new) == 1, f"the backup job added {len(new)} backups: {text[-2000:]}"
+    # The template's extra vars asked for a differential (a full one only with none to base it on).
+    assert new[0]["type"] == ("diff" if labels_before else "full"), new[0]
+    assert f"Backup {new[0]['label']} ({new[0]['type']})" in text, text[-3000:]
     wait_past_backup_stop(lab)
 
     after_backup = write_orders(lab, user_id, 3)
@@ -205,11 +231,9 @@ def test_restore_to_time_t_brings_back_exactly_the_orders_written_up_to_t(lab, u
     assert gone.returncode != 0, "the scratch data directory is still there after restore_scratch_cleanup"
 
 
-def test_restore_drill_passes_on_a_healthy_repository(lab, user_id):
+def test_restore_drill_passes_on_a_healthy_repository(lab, user_id, tmp_path):
     write_orders(lab, user_id, 2)
-    result = drill()
-    text = output(result)
-    assert result.returncode == 0, text[-5000:]
+    text = assert_job_succeeded(run_job("restore drill", tmp_path / "drill-job"))
     assert "restore drill PASS" in text, text[-5000:]
     assert "restore drill FAIL" not in text
     for table in ("orders", "payments", "stripe_events"):
