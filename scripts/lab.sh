@@ -17,6 +17,9 @@
 #                                   refused (tests/lab/test_converge.py)
 #   scripts/lab.sh seed             write the demo catalog again (idempotent)
 #   scripts/lab.sh idempotence      converge again (changed=0 everywhere) and --check (no changes)
+#   scripts/lab.sh verify-monitoring  every target up in Prometheus on mon1; the app stopped on
+#                                   one app host raises AppHostDown at the lab's receiver (webhook,
+#                                   Slack-compatible, e-mail), which resolves (tests/lab/test_monitoring.py)
 #   scripts/lab.sh verify-deploy    rolling deploys, a failed release, a rollback and the deploy
 #                                   lock under load (tests/lab/test_deploy.py; several minutes)
 #   scripts/lab.sh verify-backup    point-in-time restore onto a scratch cluster and the restore
@@ -54,6 +57,8 @@ PUSH_REGISTRY=127.0.0.1:5000
 # The CA bundle the image build's pip trusts (PyPI may sit behind a TLS-intercepting proxy).
 BUILD_CA=${LAB_BUILD_CA:-/etc/ssl/certs/ca-certificates.crt}
 LB_URL=https://127.0.0.1:8443
+PROMETHEUS_URL=http://127.0.0.1:9090
+ALERTMANAGER_URL=http://127.0.0.1:9093
 
 log() { printf '\n=== %s\n' "$*"; }
 die() { printf 'lab: %s\n' "$*" >&2; exit 1; }
@@ -229,6 +234,8 @@ cmd_up() {
   timed seed seed_catalog "$version"
   echo "up=$((SECONDS - start))" >>"$LAB_DIR/timings"
   log "The lab is up in $((SECONDS - start)) s: $LB_URL (self-signed certificate; app $version)"
+  echo "Prometheus: $PROMETHEUS_URL (targets: $PROMETHEUS_URL/targets, alerts: $PROMETHEUS_URL/alerts)"
+  echo "Alertmanager: $ALERTMANAGER_URL; what it sent: docker exec mon1 cat /var/log/lab-alerts/received.jsonl"
 }
 
 cmd_down() {
@@ -277,7 +284,7 @@ cmd_verify() {
   LAB_APP_VERSION=$(current_version)
   export LAB_APP_VERSION
   LAB_REQUIRED=1 python -m pytest \
-    -m "lab and not lab_deploy and not lab_failover and not lab_backup and not lab_staging and not lab_converge" \
+    -m "lab and not lab_deploy and not lab_failover and not lab_backup and not lab_staging and not lab_converge and not lab_monitoring" \
     tests/lab -q -p no:cacheprovider
 }
 
@@ -286,6 +293,11 @@ cmd_verify() {
 cmd_verify_converge() {
   lab_running || die "the lab is not running: scripts/lab.sh up"
   LAB_REQUIRED=1 LAB_CONVERGE=1 python -m pytest -m lab_converge tests/lab/test_converge.py -q -p no:cacheprovider
+}
+
+cmd_verify_monitoring() {
+  lab_running || die "the lab is not running: scripts/lab.sh up"
+  LAB_REQUIRED=1 LAB_MONITORING=1 python -m pytest -m lab_monitoring tests/lab/test_monitoring.py -q -p no:cacheprovider -s
 }
 
 cmd_verify_deploy() {
@@ -410,6 +422,8 @@ cmd_test() {
   cmd_verify_converge
   log "End-to-end tests"
   cmd_verify
+  log "Monitoring: every target scraped, faults raise their alerts at the receiver, which resolve"
+  cmd_verify_monitoring
   log "Rolling deploys, a failed release, a rollback and the deploy lock, under load"
   cmd_verify_deploy
   log "Backups: point-in-time restore and the restore drill"
@@ -453,6 +467,7 @@ case ${1:-} in
   verify-backup) cmd_verify_backup ;;
   verify-failover) cmd_verify_failover ;;
   verify-deploy) cmd_verify_deploy ;;
+  verify-monitoring) cmd_verify_monitoring ;;
   staging) cmd_staging ;;
   bench-deploy) cmd_bench_deploy ;;
   dr) cmd_dr ;;

@@ -26,6 +26,7 @@ TIER_PLAYBOOKS = {
     "cache.yml": "tier playbook imported by site.yml (site template, limit cache)",
     "app.yml": "tier playbook imported by site.yml (site template, limit app)",
     "lb.yml": "tier playbook imported by site.yml (site template, limit lb)",
+    "monitoring.yml": "tier playbook imported by site.yml (site template, limit monitoring)",
 }
 NOT_FOR_AWX = {
     **TIER_PLAYBOOKS,

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Test-only alert receiver for the monitoring role's molecule verify.
+"""The lab's alert receiver (roles/lab_services, entry point alert_receiver), also used by the
+monitoring role's molecule verify.
 
 Stands in for the Slack-compatible webhook, the generic webhook and the SMTP server (no
-real ones can run here). HTTP POSTs on 127.0.0.1:9199 and mails on 127.0.0.1:2525 are
-appended to the log file given as the only argument, one JSON object a line:
+real ones can run here). HTTP POSTs on 127.0.0.1:HTTP_PORT (default 9199) and mails on
+127.0.0.1:SMTP_PORT (default 2525) are appended to the log file, one JSON object a line:
 {"channel": "http", "path": ..., "body": ...} or {"channel": "smtp", "from": ..., "to": [...], "data": ...}.
 """
 
@@ -13,7 +14,10 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+# alert_receiver.py LOG [HTTP_PORT [SMTP_PORT]]
 LOG = sys.argv[1]
+HTTP_PORT = int(sys.argv[2]) if len(sys.argv) > 2 else 9199
+SMTP_PORT = int(sys.argv[3]) if len(sys.argv) > 3 else 2525
 lock = threading.Lock()
 
 
@@ -78,6 +82,6 @@ class SmtpServer(socketserver.ThreadingTCPServer):
 
 
 if __name__ == "__main__":
-    smtp = SmtpServer(("127.0.0.1", 2525), Smtp)
+    smtp = SmtpServer(("127.0.0.1", SMTP_PORT), Smtp)
     threading.Thread(target=smtp.serve_forever, daemon=True).start()
-    ThreadingHTTPServer(("127.0.0.1", 9199), Webhook).serve_forever()
+    ThreadingHTTPServer(("127.0.0.1", HTTP_PORT), Webhook).serve_forever()

@@ -1,0 +1,163 @@
+"""Monitoring of the running lab: Prometheus and Alertmanager on mon1 (roles/monitoring),
+Prometheus published on 127.0.0.1:9090, and the lab's alert receiver on mon1
+(roles/lab_services, entry point alert_receiver), which records every notification that
+Alertmanager sends to its Slack-compatible webhook, its generic webhook and e-mail.
+
+1. Prometheus scrapes every target it is given, and each app host on the port of the pair
+   that runs its release.
+2. A fault makes its alert arrive at all three channels within a bounded time, and the alert
+   resolves once the fault is undone: the app container stopped on one app host
+   (AppHostDown). Each prints how long the alert took to arrive and to resolve.
+
+Faults change the running lab (the load balancer loses an upstream for a minute): selected by
+the `lab_monitoring` marker and run only when LAB_MONITORING=1 (`scripts/lab.sh
+verify-monitoring`), after the end-to-end tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from labtools import run_in  # noqa: E402  (tests/lab/labtools.py)
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.lab_monitoring,
+    pytest.mark.timeout(900),
+    pytest.mark.skipif(os.environ.get("LAB_MONITORING") != "1",
+                       reason="monitoring tests run with LAB_MONITORING=1 (scripts/lab.sh verify-monitoring)"),
+]
+
+PROMETHEUS = "http://127.0.0.1:9090"
+MONITORING_HOST = "mon1"
+RECEIVED = "/var/log/lab-alerts/received.jsonl"  # roles/lab_services: lab_services_alert_receiver_log
+APP_JOB = "app"
+# Scraped every 5 s, AppHostDown after 20 s down, sent 1 s after it reaches Alertmanager
+# (inventories/lab/group_vars/monitoring.yml): well inside these bounds.
+ALERT_WITHIN = 120
+RESOLVED_WITHIN = 120
+
+
+def prometheus(path: str) -> dict:
+    with urllib.request.urlopen(PROMETHEUS + path, timeout=10) as response:
+        body = json.load(response)
+    assert body["status"] == "success", body
+    return body["data"]
+
+
+def received() -> list[dict]:
+    """Every notification the receiver recorded, oldest first."""
+    text = run_in(MONITORING_HOST, "sh", "-c", f"cat {RECEIVED} 2>/dev/null || true")
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def webhook_alerts(notifications: list[dict]) -> list[dict]:
+    """The alerts of the generic webhook's notifications (Alertmanager's JSON payload)."""
+    alerts = []
+    for entry in notifications:
+        if entry["channel"] == "http" and entry["path"] == "/webhook":
+            alerts += json.loads(entry["body"])["alerts"]
+    return alerts
+
+
+def wait_for_alert(since: int, alertname: str, status: str, labels: dict, within: float) -> tuple[float, list[dict]]:
+    """Seconds until the webhook got `alertname` with `labels` in `status`; the notifications."""
+    start = time.monotonic()
+    while True:
+        new = received()[since:]
+        for alert in webhook_alerts(new):
+            if (alert["labels"].get("alertname") == alertname and alert["status"] == status
+                    and all(alert["labels"].get(k) == v for k, v in labels.items())):
+                return time.monotonic() - start, new
+        assert time.monotonic() - start < within, (
+            f"no {status} {alertname} {labels} at the receiver within {within} s; it got: {new[-5:]}")
+        time.sleep(2)
+
+
+def app_container(host: str) -> str:
+    names = run_in(host, "docker", "ps", "--format", "{{.Names}}").split()
+    running = [name for name in names if name.startswith("payments-app") and not name.endswith("-migrate")]
+    assert len(running) == 1, f"{host} runs {running}"
+    return running[0]
+
+
+def wait_until_healthy(host: str, container: str, within: float = 120) -> None:
+    deadline = time.monotonic() + within
+    while run_in(host, "docker", "inspect", "-f", "{{.State.Health.Status}}", container).strip() != "healthy":
+        assert time.monotonic() < deadline, f"{container} on {host} is not healthy after {within} s"
+        time.sleep(2)
+
+
+def test_prometheus_scrapes_every_target_and_each_app_host_on_its_running_port(lab):
+    deadline = time.monotonic() + 60
+    while True:
+        targets = prometheus("/api/v1/targets?state=active")["activeTargets"]
+        down = [t["scrapeUrl"] for t in targets if t["labels"]["job"] != APP_JOB and t["health"] != "up"]
+        app_up = defaultdict(list)
+        for t in targets:
+            if t["labels"]["job"] == APP_JOB and t["health"] == "up":
+                app_up[t["labels"].get("host")].append(t["labels"]["instance"])
+        if not down and all(len(app_up[host]) == 1 for host in lab["app"]):
+            break
+        assert time.monotonic() < deadline, f"targets down: {down}; app targets up per host: {dict(app_up)}"
+        time.sleep(3)
+    jobs = {t["labels"]["job"] for t in targets}
+    assert {"prometheus", "alertmanager", APP_JOB} <= jobs, jobs
+    # Every target is named by the host it scrapes, and each app host by both ports of its pair.
+    assert all(t["labels"].get("host") for t in targets), [t["scrapeUrl"] for t in targets if "host" not in t["labels"]]
+    pairs = defaultdict(int)
+    for t in targets:
+        if t["labels"]["job"] == APP_JOB:
+            pairs[t["labels"]["host"]] += 1
+    assert dict(pairs) == {host: 2 for host in lab["app"]}, dict(pairs)
+    # The release each host runs answers on the port Prometheus finds up.
+    for host in lab["app"]:
+        port = app_up[host][0].rsplit(":", 1)[1]
+        ports = run_in(host, "docker", "ps", "--format", "{{.Ports}}")
+        assert f":{port}->" in ports, f"{host}: Prometheus finds {app_up[host]} up, docker runs {ports}"
+
+
+def test_an_app_host_without_its_app_alerts_on_every_channel_and_resolves(lab):
+    host = lab["app"][0]
+    container = app_container(host)
+    since = len(received())
+    stopped = time.monotonic()
+    run_in(host, "docker", "stop", container, timeout=60)
+    try:
+        detected, notifications = wait_for_alert(since, "AppHostDown", "firing", {"host": host}, ALERT_WITHIN)
+        # The same alert by the Slack-compatible webhook and by e-mail (each sent on its own).
+        deadline = time.monotonic() + 30
+        while True:
+            slack = [n for n in notifications if n["channel"] == "http" and n["path"] == "/slack"
+                     and "AppHostDown" in n["body"]]
+            mail = [n for n in notifications if n["channel"] == "smtp" and "AppHostDown" in n["data"]]
+            if slack and mail:
+                break
+            assert time.monotonic() < deadline, f"AppHostDown reached the webhook but not Slack or mail: {notifications}"
+            time.sleep(2)
+            notifications = received()[since:]
+        assert json.loads(slack[0]["body"])["channel"] == "#payments-lab"
+        assert mail[0]["to"] == ["<oncall@lab.test>"], mail[0]["to"]
+    finally:
+        run_in(host, "docker", "start", container, timeout=60)
+    restarted = time.monotonic()
+    resolved, _ = wait_for_alert(since, "AppHostDown", "resolved", {"host": host}, RESOLVED_WITHIN)
+    wait_until_healthy(host, container)
+    print(f"\nAppHostDown {host}: alert at the receiver {detected:.0f} s after the app stopped; "
+          f"resolved {resolved:.0f} s after it started again ({time.monotonic() - stopped:.0f} s in all, "
+          f"{restarted - stopped:.0f} s down)")
+    # The other app host was never reported down.
+    others = [a for a in webhook_alerts(received()[since:]) if a["labels"].get("alertname") == "AppHostDown"
+              and a["labels"].get("host") != host]
+    assert others == [], others
