@@ -121,11 +121,11 @@ def test_prometheus_scrapes_every_target_and_each_app_host_on_its_running_port(l
         if t["labels"]["job"] == APP_JOB:
             pairs[t["labels"]["host"]] += 1
     assert dict(pairs) == {host: 2 for host in lab["app"]}, dict(pairs)
-    # The release each host runs answers on the port Prometheus finds up.
+    # The port Prometheus finds up is the one the host's release listens on (its PORT).
     for host in lab["app"]:
-        port = app_up[host][0].rsplit(":", 1)[1]
-        ports = run_in(host, "docker", "ps", "--format", "{{.Ports}}")
-        assert f":{port}->" in ports, f"{host}: Prometheus finds {app_up[host]} up, docker runs {ports}"
+        env = run_in(host, "docker", "inspect", "-f", "{{json .Config.Env}}", app_container(host))
+        port = [item.split("=", 1)[1] for item in json.loads(env) if item.startswith("PORT=")]
+        assert app_up[host] == [f"{lab['address'][host]}:{port[0]}"], (host, app_up[host], port)
 
 
 def test_an_app_host_without_its_app_alerts_on_every_channel_and_resolves(lab):
