@@ -4,6 +4,10 @@ Hypercorn runs several worker processes. When PROMETHEUS_MULTIPROC_DIR is set (t
 `serve` command sets it when WEB_CONCURRENCY > 1), prometheus_client keeps values in
 files there and GET /metrics aggregates all workers, whichever one answers the scrape.
 Without it (tests, a single worker) each process serves its own registry.
+
+The webhook backlog gauges are not stored: each scrape reads them from PostgreSQL
+(payments/webhooks/backlog.py) and `render_latest` appends them, so whichever worker
+answers reports the database's current value, and nothing when it could not read it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from prometheus_client import (
     multiprocess,
 )
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
+from prometheus_client.core import GaugeMetricFamily
+
+from payments.webhooks.backlog import GRACE_SECONDS, Backlog
 
 # Request latencies up to a few seconds; Stripe round trips sit in the upper buckets.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10)
@@ -47,6 +54,12 @@ STRIPE_WEBHOOK_EVENTS_TOTAL = Counter(
     "stripe_webhook_events_total",
     "Stripe webhook events received, by event type and outcome.",
     ["type", "outcome"],
+)
+# Incremented by GET /metrics when it could not read the webhook backlog (PostgreSQL down,
+# slow or out of connections): the backlog gauges are then left out of that scrape.
+STRIPE_WEBHOOK_BACKLOG_QUERY_ERRORS_TOTAL = Counter(
+    "stripe_webhook_backlog_query_errors_total",
+    "Scrapes that could not read the Stripe webhook backlog from PostgreSQL.",
 )
 # Pool gauges are summed over live workers: the totals for this host.
 DB_POOL_CONNECTIONS = Gauge(
@@ -83,13 +96,45 @@ def update_pool_gauges(pool) -> None:
     DB_POOL_REQUESTS_WAITING.set(stats.get("requests_waiting", 0))
 
 
-def render_latest() -> tuple[bytes, str]:
-    """The exposition text for GET /metrics and its content type."""
+class WebhookBacklogCollector:
+    """The backlog gauges of one scrape; none when `backlog` is None (it could not be read)."""
+
+    def __init__(self, backlog: Backlog | None) -> None:
+        self.backlog = backlog
+
+    def collect(self):
+        if self.backlog is None:
+            return
+        yield GaugeMetricFamily(
+            "stripe_webhook_events_unprocessed",
+            f"Stripe events that failed and are not processed yet (first failure over {GRACE_SECONDS} s ago).",
+            value=self.backlog.unprocessed,
+        )
+        yield GaugeMetricFamily(
+            "stripe_webhook_oldest_unprocessed_age_seconds",
+            "Seconds since the first failure of the oldest unprocessed Stripe event; 0 when none.",
+            value=self.backlog.oldest_age_seconds,
+        )
+
+
+def render_latest(*scrape_collectors) -> tuple[bytes, str]:
+    """The exposition text for GET /metrics and its content type.
+
+    `scrape_collectors` hold values read for this scrape only (WebhookBacklogCollector)."""
     if multiprocess_enabled():
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(DEFAULT_REGISTRY), CONTENT_TYPE_LATEST
+    else:
+        registry = DEFAULT_REGISTRY
+    body = generate_latest(registry)
+    if scrape_collectors:
+        # A registry per scrape: the values never outlive it. Its names differ from the
+        # stored metrics', so the two texts concatenate into one valid exposition.
+        extra = CollectorRegistry()
+        for collector in scrape_collectors:
+            extra.register(collector)
+        body += generate_latest(extra)
+    return body, CONTENT_TYPE_LATEST
 
 
 def mark_worker_exited(pid: int) -> None:

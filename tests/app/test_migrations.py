@@ -124,3 +124,67 @@ def test_the_recovery_points_migration_is_expand_only_and_rolls_back(empty_datab
             "SELECT column_name FROM information_schema.columns WHERE table_name = 'idempotency_keys'")}
     assert {"order_id", "locked_at"}.isdisjoint(columns) and "request_hash" in columns
     assert migrate(empty_database_url) == ["0003_idempotency_recovery_points"]
+
+
+def plan_nodes(plan: dict):
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from plan_nodes(child)
+
+
+def test_the_webhook_backlog_query_reads_stripe_events_by_primary_key_and_failures_by_index(database_url):
+    """/metrics runs it on every scrape: stripe_events (every event Stripe ever sent) is only
+    probed by primary key, once per failed event, and migration 0004's index holds all the
+    query needs of webhook_failures (an index-only scan, never the rows and their payloads)."""
+    from payments.webhooks.backlog import BACKLOG_SQL, GRACE_SECONDS
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO stripe_events (id, type, created, payload, status, processed_at)"
+                     " SELECT 'evt_' || g, 'product.created', now(), '{}', 'processed', now()"
+                     " FROM generate_series(1, 20000) AS g")
+        # 50 events that failed twice each and were then processed, 5 that are still failing.
+        conn.execute("INSERT INTO webhook_failures (event_id, event_type, error, payload, failed_at)"
+                     " SELECT 'evt_' || (g % 50 + 1), 'product.created', 'RuntimeError', '{}'::jsonb,"
+                     "        now() - interval '1 hour' FROM generate_series(1, 100) AS g"
+                     " UNION ALL SELECT 'evt_lost_' || g, 'product.created', 'RuntimeError', '{}'::jsonb,"
+                     "        now() - interval '2 hours' FROM generate_series(1, 5) AS g")
+        conn.execute("VACUUM ANALYZE stripe_events, webhook_failures")  # as autovacuum leaves them
+
+        def scans() -> dict[str, set[tuple]]:
+            plan = conn.execute("EXPLAIN (FORMAT JSON) " + BACKLOG_SQL, (GRACE_SECONDS,)).fetchone()[0]
+            found: dict[str, set[tuple]] = {}
+            for node in plan_nodes(plan[0]["Plan"]):
+                if "Relation Name" in node:
+                    found.setdefault(node["Relation Name"], set()).add((node["Node Type"], node.get("Index Name")))
+            return found
+
+        assert scans()["stripe_events"] == {("Index Only Scan", "stripe_events_pkey")}
+        # A table this small may be read whole, or through the older event_id index and its
+        # rows; with those ways closed (all rolled back) the new index serves the query alone.
+        with conn.transaction(force_rollback=True):
+            conn.execute("DROP INDEX webhook_failures_event_idx")
+            conn.execute("SET LOCAL enable_seqscan = off")
+            conn.execute("SET LOCAL enable_bitmapscan = off")
+            assert scans()["webhook_failures"] == {("Index Only Scan", "webhook_failures_event_failed_at_idx")}
+        assert conn.execute(BACKLOG_SQL, (GRACE_SECONDS,)).fetchone()[0] == 5
+
+
+def test_the_webhook_backlog_index_migration_rolls_back_alone(database_url):
+    from yoyo import get_backend, read_migrations
+
+    from payments.db import MIGRATIONS_DIR, _yoyo_url
+
+    parts = urlsplit(database_url)
+    backend = get_backend(_yoyo_url(database_url, parts.hostname, parts.port))
+    try:
+        migrations = read_migrations(str(MIGRATIONS_DIR))
+        with backend.lock():
+            backend.rollback_migrations(backend.to_rollback(migrations.filter(
+                lambda m: m.id == "0004_webhook_failures_backlog_index")))
+    finally:
+        backend.connection.close()
+    with psycopg.connect(database_url) as conn:
+        indexes = {row[0] for row in conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'webhook_failures'")}
+    assert "webhook_failures_event_failed_at_idx" not in indexes and "webhook_failures_event_idx" in indexes
+    assert migrate(database_url) == ["0004_webhook_failures_backlog_index"]
