@@ -16,7 +16,10 @@ if [ -z "$mirror" ]; then
   mirror=$( (grep -rhoE '^(URIs:|deb) +https?://[^ ]+/debian/?( |$)' \
     /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null || true) | grep -oE 'https?://[^ ]+' | head -n 1)
 fi
-mirror=${mirror:-http://deb.debian.org/debian}
+if [ -z "$mirror" ]; then
+  echo "No Debian mirror in this machine's apt sources; set DEBIAN_MIRROR to one" >&2
+  exit 1
+fi
 
 root=$(mktemp -d /var/tmp/payments-lab-rootfs.XXXXXX)
 trap 'rm -rf "$root"' EXIT
