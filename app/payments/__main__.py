@@ -7,15 +7,24 @@
   check-write   commit one audit row through DATABASE_URL and print the server that took it
                 (playbooks/failover.yml: the app writes again)
   serve         run the app under hypercorn (HOST, PORT, WEB_CONCURRENCY)
+  webhooks failed                      list Stripe events whose handler failed and that no
+                                       delivery has applied since (id, type, attempts, age, error)
+  webhooks replay EVENT_ID             run the event's handler again on its stored payload
+  webhooks ignore EVENT_ID --reason R  settle it without applying it
+                                       (replay and ignore are written to the audit log)
 
 Settings come from environment variables; migrate, purge-audit and check-write need
-DATABASE_URL only, so they can run before the app's secrets are in place.
+DATABASE_URL only, so they can run before the app's secrets are in place; so do
+`webhooks failed` and `webhooks ignore` (`webhooks replay` runs handlers, which may call
+Stripe and Redis: it needs the app's settings).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
+import json
 import logging
 import multiprocessing
 import os
@@ -180,6 +189,88 @@ def cmd_serve(args) -> int:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
+def _operator_name() -> str:
+    # Recorded in the audit row of a CLI action: who ran it on the host.
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # a container's uid without a passwd entry
+        return f"uid {os.getuid()}"
+
+
+def _age(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+async def _database_pool(work):
+    """A one-connection pool on DATABASE_URL with the app's dict rows, for `work(pool)`."""
+    from psycopg.rows import dict_row
+    from psycopg_pool import AsyncConnectionPool
+
+    async with AsyncConnectionPool(database_url_from_env(os.environ), min_size=1, max_size=1, open=False,
+                                   kwargs={"row_factory": dict_row}) as pool:
+        return await work(pool)
+
+
+def cmd_webhooks_failed(args) -> int:
+    from payments.webhooks import operator
+
+    async def read(pool):
+        async with pool.connection() as conn:
+            return await operator.list_failed(conn, limit=args.limit)
+
+    events = asyncio.run(_database_pool(read))
+    if args.json:
+        print(json.dumps({"events": [event.as_json() for event in events]}))
+        return 0
+    if not events:
+        print("no failed webhook events")
+        return 0
+    rows = [(e.event_id, e.event_type, str(e.attempts), _age(e.age_seconds), e.last_error.replace("\n", " "))
+            for e in events]
+    header = ("ID", "TYPE", "ATTEMPTS", "AGE", "ERROR")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4][:200])
+    return 0
+
+
+def _run_operator_action(name: str, event_id: str, work) -> int:
+    from payments.webhooks import operator
+
+    try:
+        settled = work()
+    except operator.OperatorError as exc:
+        log.error(f"webhook_{name}_refused", event_id=event_id, code=exc.code, error=exc.message)
+        print(f"webhooks {name}: {exc.message} ({exc.code})", file=sys.stderr)
+        return 1
+    log.info(f"webhook_{name}", event_id=event_id, outcome=settled.outcome)
+    print(f"{event_id} ({settled.event_type}): {settled.outcome}")
+    return 0
+
+
+def cmd_webhooks_replay(args) -> int:
+    from payments.webhooks import operator
+
+    settings = Settings.from_env(os.environ)  # handlers may call Stripe and Redis
+    actor = operator.Actor(via="cli", name=_operator_name())
+    return _run_operator_action("replay", args.event_id, lambda: asyncio.run(_with_resources(
+        settings, lambda pool, redis, stripe: operator.replay(pool, args.event_id, actor=actor, redis=redis,
+                                                              stripe=stripe))))
+
+
+def cmd_webhooks_ignore(args) -> int:
+    from payments.webhooks import operator
+
+    actor = operator.Actor(via="cli", name=_operator_name())
+    return _run_operator_action("ignore", args.event_id, lambda: asyncio.run(_database_pool(
+        lambda pool: operator.ignore(pool, args.event_id, reason=args.reason, actor=actor))))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m payments", description="The payment app.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -199,6 +290,19 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--reason", default="manual", help="recorded in the audit row (e.g. failover)")
     check.set_defaults(func=cmd_check_write)
     commands.add_parser("serve", help="run the web server").set_defaults(func=cmd_serve)
+    webhooks = commands.add_parser("webhooks", help="failed Stripe webhook events: list, replay, ignore")
+    actions = webhooks.add_subparsers(dest="action", required=True)
+    failed = actions.add_parser("failed", help="list events whose handler failed and that are not applied yet")
+    failed.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    failed.add_argument("--limit", type=int, default=500, help="at most this many, oldest first (default 500)")
+    failed.set_defaults(func=cmd_webhooks_failed)
+    replay = actions.add_parser("replay", help="run a failed event's handler again on its stored payload")
+    replay.add_argument("event_id")
+    replay.set_defaults(func=cmd_webhooks_replay)
+    ignore = actions.add_parser("ignore", help="settle a failed event without applying it")
+    ignore.add_argument("event_id")
+    ignore.add_argument("--reason", required=True, help="why (kept with the event and in the audit log)")
+    ignore.set_defaults(func=cmd_webhooks_ignore)
     return parser
 
 

@@ -28,7 +28,7 @@ from payments.health import CachedCheck, check_stripe
 from payments.http import MAX_BODY_BYTES
 from payments.logs import configure_logging
 from payments.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from payments.routes import accounts, catalog, checkout, health, orders, pages, refunds, subscriptions, webhooks
+from payments.routes import accounts, admin_webhooks, catalog, checkout, health, orders, pages, refunds, subscriptions, webhooks
 from payments.routes import metrics as metrics_routes
 from payments.stripe_gateway import create_http_client, create_stripe_client
 from payments.templating import STATIC_DIR, create_templates
@@ -37,7 +37,8 @@ from payments.webhooks.batch import ClaimBatcher
 log = structlog.get_logger("payments.app")
 
 # Every route module served, in matching order. Each exports `routes: list`.
-# The payments routes (checkout, orders, subscriptions, webhooks, refunds) go here too.
+# The payments routes (checkout, orders, subscriptions, webhooks, refunds, the admin
+# webhook views) go here too.
 # No two modules' paths overlap, so the order only sets how many routes a request is
 # matched against: the busiest (probes, Stripe's webhooks, the catalog API) come first.
 ROUTE_MODULES = [
@@ -51,6 +52,7 @@ ROUTE_MODULES = [
     orders,
     subscriptions,
     refunds,
+    admin_webhooks,
 ]
 
 POOL_GAUGE_INTERVAL_SECONDS = 15

@@ -188,3 +188,32 @@ def test_the_webhook_backlog_index_migration_rolls_back_alone(database_url):
             "SELECT indexname FROM pg_indexes WHERE tablename = 'webhook_failures'")}
     assert "webhook_failures_event_failed_at_idx" not in indexes and "webhook_failures_event_idx" in indexes
     assert migrate(database_url) == ["0004_webhook_failures_backlog_index"]
+
+
+def test_the_ignored_reason_migration_is_expand_only_and_rolls_back_alone(database_url):
+    """0005 adds a nullable column without a default (the release before it inserts events
+    without naming it), and its rollback drops only that column."""
+    from yoyo import get_backend, read_migrations
+
+    from payments.db import MIGRATIONS_DIR, _yoyo_url
+
+    column = ("SELECT is_nullable, column_default FROM information_schema.columns"
+              " WHERE table_name = 'stripe_events' AND column_name = 'ignored_reason'")
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute(column).fetchall() == [("YES", None)]
+        # What the previous release writes still goes in.
+        conn.execute("INSERT INTO stripe_events (id, type, created, payload, status, processed_at)"
+                     " VALUES ('evt_old_release', 'product.created', now(), '{}', 'processed', now())")
+    parts = urlsplit(database_url)
+    backend = get_backend(_yoyo_url(database_url, parts.hostname, parts.port))
+    try:
+        migrations = read_migrations(str(MIGRATIONS_DIR))
+        with backend.lock():
+            backend.rollback_migrations(backend.to_rollback(migrations.filter(
+                lambda m: m.id == "0005_webhook_ignored_reason")))
+    finally:
+        backend.connection.close()
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute(column).fetchall() == []
+        assert conn.execute("SELECT count(*) FROM stripe_events").fetchone() == (1,)
+    assert migrate(database_url) == ["0005_webhook_ignored_reason"]

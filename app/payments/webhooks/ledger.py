@@ -14,7 +14,7 @@ from psycopg.types.json import Jsonb
 MAX_ERROR_CHARS = 2000
 
 
-def _payload(event: dict) -> Jsonb:
+def payload_json(event: dict) -> Jsonb:
     # The event came in as JSON, so orjson can write it back (several times faster than json).
     return Jsonb(event, orjson.dumps)
 
@@ -24,7 +24,7 @@ def event_time(event: dict) -> datetime:
 
 
 def _claim_params(event: dict, status: str) -> tuple:
-    return (event["id"], event["type"], event_time(event), _payload(event), status)
+    return (event["id"], event["type"], event_time(event), payload_json(event), status)
 
 
 async def claim_event(conn, event: dict, *, status: str) -> bool:
@@ -144,5 +144,5 @@ async def record_failure(conn, event: dict, error: BaseException) -> None:
     message = f"{type(error).__name__}: {error}"[:MAX_ERROR_CHARS]
     await conn.execute(
         "INSERT INTO webhook_failures (event_id, event_type, error, payload) VALUES (%s, %s, %s, %s)",
-        (event["id"], event["type"], message, _payload(event)),
+        (event["id"], event["type"], message, payload_json(event)),
     )
