@@ -5,9 +5,11 @@ Alertmanager sends to its Slack-compatible webhook, its generic webhook and e-ma
 
 1. Prometheus scrapes every target it is given, and each app host on the port of the pair
    that runs its release.
-2. A fault makes its alert arrive at all three channels within a bounded time, and the alert
+2. A fault makes its alert arrive at the receiver within a bounded time, and the alert
    resolves once the fault is undone: the app container stopped on one app host
-   (AppHostDown). Each prints how long the alert took to arrive and to resolve.
+   (AppHostDown, checked at all three channels); PostgreSQL stopped on the replica
+   (PostgresDown from its exporter, and PostgresReplicaNotStreaming from the primary's). Each
+   prints how long the alert took to arrive and to resolve.
 
 Faults change the running lab (the load balancer loses an upstream for a minute): selected by
 the `lab_monitoring` marker and run only when LAB_MONITORING=1 (`scripts/lab.sh
@@ -161,3 +163,24 @@ def test_an_app_host_without_its_app_alerts_on_every_channel_and_resolves(lab):
     others = [a for a in webhook_alerts(received()[since:]) if a["labels"].get("alertname") == "AppHostDown"
               and a["labels"].get("host") != host]
     assert others == [], others
+
+
+def test_the_replica_stopped_alerts_down_and_not_streaming_and_both_resolve(lab):
+    replica, primary = lab["db_replica"], lab["db_primary"]
+    since = len(received())
+    stopped = time.monotonic()
+    run_in(replica, "systemctl", "stop", "postgresql@15-main", timeout=120)
+    try:
+        down, _ = wait_for_alert(since, "PostgresDown", "firing", {"host": replica}, ALERT_WITHIN)
+        # The primary's exporter sees its WAL sender gone and the replica's slot unused.
+        streaming, _ = wait_for_alert(since, "PostgresReplicaNotStreaming", "firing", {"host": primary},
+                                      ALERT_WITHIN)
+    finally:
+        run_in(replica, "systemctl", "start", "postgresql@15-main", timeout=120)
+    restarted = time.monotonic()
+    up, _ = wait_for_alert(since, "PostgresDown", "resolved", {"host": replica}, RESOLVED_WITHIN)
+    resumed, _ = wait_for_alert(since, "PostgresReplicaNotStreaming", "resolved", {"host": primary},
+                                RESOLVED_WITHIN)
+    print(f"\n{replica} PostgreSQL stopped: PostgresDown at the receiver {down:.0f} s after the stop, "
+          f"PostgresReplicaNotStreaming {streaming:.0f} s after; resolved {up:.0f} s and {resumed:.0f} s after "
+          f"the start ({restarted - stopped:.0f} s down)")
