@@ -7,6 +7,7 @@
   check-write   commit one audit row through DATABASE_URL and print the server that took it
                 (playbooks/failover.yml: the app writes again)
   serve         run the app under hypercorn (HOST, PORT, WEB_CONCURRENCY)
+  mail-worker   deliver the mail outbox over SMTP until SIGTERM (DATABASE_URL, SMTP_*, MAIL_FROM)
   webhooks failed                      list Stripe events whose handler failed and that no
                                        delivery has applied since (id, type, attempts, age, error)
   webhooks replay EVENT_ID             run the event's handler again on its stored payload
@@ -271,6 +272,22 @@ def cmd_webhooks_ignore(args) -> int:
         lambda pool: operator.ignore(pool, args.event_id, reason=args.reason, actor=actor))))
 
 
+def cmd_mail_worker(args) -> int:
+    import threading
+
+    from payments.config import MailSettings
+    from payments.mail import worker
+
+    settings = MailSettings.from_env(os.environ)
+    configure_logging(settings.log_level)
+    stop = threading.Event()
+    # SIGTERM (docker stop, systemd) ends the round after the message being sent, if any.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    worker.run(settings, stop)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m payments", description="The payment app.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -290,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--reason", default="manual", help="recorded in the audit row (e.g. failover)")
     check.set_defaults(func=cmd_check_write)
     commands.add_parser("serve", help="run the web server").set_defaults(func=cmd_serve)
+    commands.add_parser("mail-worker", help="deliver the mail outbox over SMTP until stopped") \
+        .set_defaults(func=cmd_mail_worker)
     webhooks = commands.add_parser("webhooks", help="failed Stripe webhook events: list, replay, ignore")
     actions = webhooks.add_subparsers(dest="action", required=True)
     failed = actions.add_parser("failed", help="list events whose handler failed and that are not applied yet")

@@ -148,6 +148,53 @@ class Settings:
         return self
 
 
+@dataclass(frozen=True)
+class MailSettings:
+    """What `python -m payments mail-worker` needs: the database and an SMTP relay."""
+
+    database_url: str
+    smtp_host: str
+    mail_from: str
+    smtp_port: int = 587
+    # STARTTLS before authenticating (any relay on the internet); off only for a local sink.
+    smtp_starttls: bool = True
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    smtp_timeout_seconds: float = 30.0
+    shop_name: str = "the shop"
+    # Seconds between looks at the outbox when nothing is due.
+    poll_seconds: float = 2.0
+    # A failed attempt waits base x 2^(attempts - 1), at most max, before the next.
+    retry_base_seconds: float = 10.0
+    retry_max_seconds: float = 3600.0
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> "MailSettings":
+        env = _Reader(environ)
+        user, password = env._raw("SMTP_USER"), env._raw("SMTP_PASSWORD")
+        if (user is None) != (password is None):
+            raise ConfigError("SMTP_USER and SMTP_PASSWORD are set together or not at all")
+        mail_from = env.text("MAIL_FROM")
+        if "@" not in mail_from or re.search(r"[\r\n]", mail_from):
+            raise ConfigError("MAIL_FROM must be an address, e.g. Shop <shop@example.com>")
+        return cls(
+            database_url=env.url("DATABASE_URL", schemes=("postgresql", "postgres")),
+            smtp_host=env.text("SMTP_HOST"),
+            smtp_port=env.integer("SMTP_PORT", default=587, minimum=1, maximum=65535),
+            smtp_starttls=env.choice("SMTP_STARTTLS", ("true", "false"), default="true") == "true",
+            smtp_user=user,
+            smtp_password=password,
+            smtp_timeout_seconds=env.number("SMTP_TIMEOUT_SECONDS", default=30.0, minimum=0.1),
+            mail_from=mail_from,
+            shop_name=env.text("SHOP_NAME", default="the shop"),
+            poll_seconds=env.number("MAIL_POLL_SECONDS", default=2.0, minimum=0.05),
+            retry_base_seconds=env.number("MAIL_RETRY_BASE_SECONDS", default=10.0, minimum=0.05),
+            retry_max_seconds=env.number("MAIL_RETRY_MAX_SECONDS", default=3600.0, minimum=0.05),
+            log_level=env.choice("LOG_LEVEL", ("debug", "info", "warning", "error"), default="info"),
+        )
+
+
 def database_url_from_env(environ: Mapping[str, str]) -> str:
     """DATABASE_URL alone, for commands (migrate, purge-audit) that need nothing else."""
     return _Reader(environ).url("DATABASE_URL", schemes=("postgres", "postgresql"))

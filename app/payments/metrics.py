@@ -8,6 +8,7 @@ Without it (tests, a single worker) each process serves its own registry.
 The webhook backlog gauges are not stored: each scrape reads them from PostgreSQL
 (payments/webhooks/backlog.py) and `render_latest` appends them, so whichever worker
 answers reports the database's current value, and nothing when it could not read it.
+So are the mail outbox gauges (payments/mail/outbox.py).
 """
 
 from __future__ import annotations
@@ -60,6 +61,11 @@ STRIPE_WEBHOOK_EVENTS_TOTAL = Counter(
 STRIPE_WEBHOOK_BACKLOG_QUERY_ERRORS_TOTAL = Counter(
     "stripe_webhook_backlog_query_errors_total",
     "Scrapes that could not read the Stripe webhook backlog from PostgreSQL.",
+)
+# Incremented by GET /metrics when it could not read the mail outbox's pending rows.
+MAIL_OUTBOX_QUERY_ERRORS_TOTAL = Counter(
+    "mail_outbox_query_errors_total",
+    "Scrapes that could not read the mail outbox from PostgreSQL.",
 )
 # Pool gauges are summed over live workers: the totals for this host.
 DB_POOL_CONNECTIONS = Gauge(
@@ -115,6 +121,22 @@ class WebhookBacklogCollector:
             "Seconds since the first failure of the oldest unprocessed Stripe event; 0 when none.",
             value=self.backlog.oldest_age_seconds,
         )
+
+
+class MailOutboxCollector:
+    """The mail outbox gauges of one scrape; none when `pending` is None (not read)."""
+
+    def __init__(self, pending) -> None:
+        self.pending = pending
+
+    def collect(self):
+        if self.pending is None:
+            return
+        yield GaugeMetricFamily("mail_outbox_pending", "Mails in the outbox not sent yet (pending).",
+                                value=self.pending.count)
+        yield GaugeMetricFamily("mail_outbox_oldest_pending_age_seconds",
+                                "Seconds since the oldest pending mail was written; 0 when none.",
+                                value=self.pending.oldest_age_seconds)
 
 
 def render_latest(*scrape_collectors) -> tuple[bytes, str]:

@@ -9,6 +9,7 @@ once whichever event (payment_intent.* or checkout.session.*) reports it first.
 from __future__ import annotations
 
 from payments import audit
+from payments.mail import notices
 from payments.metrics import STRIPE_PAYMENTS_TOTAL
 from payments.orders import service
 from payments.webhooks.context import WebhookContext
@@ -24,6 +25,7 @@ async def mark_paid(context: WebhookContext, order: dict, *, event: dict) -> boo
         return False
     await audit.record(context.conn, action="payment.succeeded", user_id=order["user_id"],
                        details=_details(order, event))
+    await notices.order_paid(context.conn, order)  # the receipt, committed with the payment
     _count(context, "succeeded", order["currency"])
     return True
 
@@ -55,6 +57,7 @@ async def mark_refunded(context: WebhookContext, order: dict, *, event: dict) ->
         return False
     await audit.record(context.conn, action="payment.refunded", user_id=order["user_id"],
                        details=_details(order, event))
+    await notices.refund_issued(context.conn, order)
     _count(context, "refunded", order["currency"])
     return True
 

@@ -5,6 +5,7 @@ the row's event has an unknown order: Stripe's current subscription and invoice 
 
 from __future__ import annotations
 
+from payments.mail import notices
 from payments.subscriptions import service
 from payments.webhooks.context import WebhookContext
 from payments.webhooks.handlers._objects import event_object, id_of
@@ -23,6 +24,8 @@ async def _apply(context: WebhookContext, event: dict, *, paid: bool) -> None:
     subscription_id = subscription_of(invoice)
     if subscription_id is None:
         return  # a one-off invoice: nothing of ours to update
+    # The mail's key is the invoice: its paid and payment_succeeded events make one mail.
+    await notices.invoice_settled(context.conn, invoice=invoice, subscription_id=subscription_id, paid=paid)
     as_of = event_time(event)
     if await service.apply_invoice(context.conn, subscription_id=subscription_id, invoice_id=invoice["id"],
                                    invoice_status=invoice.get("status"), paid=paid, as_of=as_of):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from payments.mail import notices
 from payments.subscriptions import service
 from payments.webhooks.context import WebhookContext
 from payments.webhooks.handlers._objects import event_object
@@ -26,6 +27,8 @@ async def apply_current(context: WebhookContext, subscription_id: str, *, as_of:
 async def subscription_changed(context: WebhookContext, event: dict) -> None:
     # deleted carries the subscription with status "canceled": the same upsert applies.
     subscription, as_of = event_object(event), event_time(event)
+    if event["type"] == "customer.subscription.deleted":
+        await notices.subscription_cancelled(context.conn, subscription)
     if await service.apply_subscription(context.conn, subscription, as_of=as_of):
         return
     if await service.ties_with(context.conn, subscription["id"], as_of=as_of):
