@@ -158,6 +158,8 @@ class MailSettings:
     smtp_port: int = 587
     # STARTTLS before authenticating (any relay on the internet); off only for a local sink.
     smtp_starttls: bool = True
+    # A CA bundle to verify the relay's certificate with; None: the system's CAs.
+    smtp_ca_file: str | None = None
     smtp_user: str | None = None
     smtp_password: str | None = None
     smtp_timeout_seconds: float = 30.0
@@ -183,6 +185,7 @@ class MailSettings:
             smtp_host=env.text("SMTP_HOST"),
             smtp_port=env.integer("SMTP_PORT", default=587, minimum=1, maximum=65535),
             smtp_starttls=env.choice("SMTP_STARTTLS", ("true", "false"), default="true") == "true",
+            smtp_ca_file=env._raw("SMTP_CA_FILE"),
             smtp_user=user,
             smtp_password=password,
             smtp_timeout_seconds=env.number("SMTP_TIMEOUT_SECONDS", default=30.0, minimum=0.1),

@@ -2,8 +2,9 @@
 `python -m payments mail-worker` (its own process, as on the app hosts) to a real SMTP
 server that records what it receives (aiosmtpd, on a loopback port). Real PostgreSQL.
 
-The sink speaks plain SMTP on loopback (SMTP_STARTTLS=false): STARTTLS and
-authentication against a relay are not exercised here."""
+The sink speaks plain SMTP on loopback (SMTP_STARTTLS=false), except in the test of
+STARTTLS and login, where it requires both (a self-signed certificate for 127.0.0.1 that
+the worker trusts through SMTP_CA_FILE)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import email
 import email.policy
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 from prometheus_client.parser import text_string_to_metric_families
 
 from payments.mail import render
@@ -43,6 +46,7 @@ class Sink:
 
     def __init__(self):
         self.messages: list[email.message.EmailMessage] = []
+        self.sessions: list[dict] = []
         self.on_message = None
         self._lock = threading.Lock()
 
@@ -50,6 +54,8 @@ class Sink:
         message = email.message_from_bytes(envelope.original_content, policy=email.policy.default)
         with self._lock:
             self.messages.append(message)
+            self.sessions.append({"tls": session.ssl is not None, "authenticated": session.authenticated,
+                                  "login": getattr(session.auth_data, "login", None)})
         if self.on_message is not None:
             self.on_message(message)
         return "250 Message accepted for delivery"
@@ -65,9 +71,9 @@ def start_sink(smtp_port):
     """`sink = start_sink()`: the SMTP server on `smtp_port`, stopped after the test."""
     controllers = []
 
-    def start() -> Sink:
+    def start(**smtp_options) -> Sink:
         sink = Sink()
-        controller = Controller(sink, hostname="127.0.0.1", port=smtp_port)
+        controller = Controller(sink, hostname="127.0.0.1", port=smtp_port, **smtp_options)
         controller.start()
         controllers.append(controller)
         return sink
@@ -207,6 +213,62 @@ async def test_a_worker_killed_between_send_and_mark_resends_once_with_the_same_
     assert len(sink.messages) == 2
     assert sink.messages[0]["Message-ID"] == sink.messages[1]["Message-ID"] == \
         f"<outbox-{row['token']}@mail.example.test>"
+
+
+@pytest.fixture
+def tls_files(tmp_path) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 and its key (the sink's; the worker's CA)."""
+    cert, key = tmp_path / "smtp.pem", tmp_path / "smtp.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return str(cert), str(key)
+
+
+def accept_shop_secret(server, session, envelope, mechanism, auth_data):
+    # handled=False: aiosmtpd itself answers a refusal (535).
+    return AuthResult(success=auth_data.login == b"shop" and auth_data.password == b"s3cret", handled=False,
+                      auth_data=auth_data)
+
+
+async def test_the_worker_sends_over_starttls_with_a_login_and_retries_a_refused_one(
+        app, deliver, start_sink, start_worker, tls_files):
+    cert, key = tls_files
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    sink = start_sink(tls_context=server_tls, require_starttls=True, authenticator=accept_shop_secret,
+                      auth_required=True, auth_require_tls=True)
+    wrong = start_worker(SMTP_STARTTLS="true", SMTP_CA_FILE=cert, SMTP_USER="shop", SMTP_PASSWORD="wrong")
+    await paid_order(app, deliver)
+
+    async def refused():
+        rows = await outbox(app)
+        return rows if rows and rows[0]["attempts"] >= 2 else None
+
+    [row] = await eventually(refused)
+    assert row["status"] == "pending" and "SMTPAuthenticationError" in row["last_error"]  # retried, not failed
+    assert sink.messages == []
+    wrong.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(wrong.wait, 20) == 0
+
+    start_worker(SMTP_STARTTLS="true", SMTP_CA_FILE=cert, SMTP_USER="shop", SMTP_PASSWORD="s3cret")
+
+    assert await eventually(lambda: _sent(app))
+    assert sink.sessions == [{"tls": True, "authenticated": True, "login": b"shop"}]
+
+
+async def test_two_workers_share_the_outbox_and_send_each_mail_once(app, deliver, start_sink, start_worker):
+    sink = start_sink()
+    for _ in range(6):
+        await paid_order(app, deliver)
+
+    start_worker()
+    start_worker()
+
+    assert await eventually(lambda: _sent(app))
+    await asyncio.sleep(0.5)
+    ids = sorted(message["Message-ID"] for message in sink.messages)
+    assert len(ids) == 6 and len(set(ids)) == 6
 
 
 async def test_refunds_and_subscription_events_write_their_mails_once(app, deliver):

@@ -217,3 +217,21 @@ def test_the_ignored_reason_migration_is_expand_only_and_rolls_back_alone(databa
         assert conn.execute(column).fetchall() == []
         assert conn.execute("SELECT count(*) FROM stripe_events").fetchone() == (1,)
     assert migrate(database_url) == ["0005_webhook_ignored_reason"]
+
+
+def test_the_mail_outbox_migration_rolls_back_alone(database_url):
+    from yoyo import get_backend, read_migrations
+
+    from payments.db import MIGRATIONS_DIR, _yoyo_url
+
+    assert "mail_outbox" in tables(database_url)
+    parts = urlsplit(database_url)
+    backend = get_backend(_yoyo_url(database_url, parts.hostname, parts.port))
+    try:
+        migrations = read_migrations(str(MIGRATIONS_DIR))
+        with backend.lock():
+            backend.rollback_migrations(backend.to_rollback(migrations.filter(lambda m: m.id == "0006_mail_outbox")))
+    finally:
+        backend.connection.close()
+    assert "mail_outbox" not in tables(database_url) and "stripe_events" in tables(database_url)
+    assert migrate(database_url) == ["0006_mail_outbox"]

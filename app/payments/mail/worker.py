@@ -14,8 +14,10 @@ message and before the COMMIT: the row is sent again, with the same Message-ID (
 
 A failed attempt (server down, a temporary 4xx) leaves the row pending with its error and
 `next_attempt_at` pushed back exponentially (MAIL_RETRY_BASE_SECONDS x 2^(attempts-1), at
-most MAIL_RETRY_MAX_SECONDS); a permanent refusal (5xx, e.g. an unknown recipient) marks
-it failed. When the server cannot be reached, the rest of the round waits too.
+most MAIL_RETRY_MAX_SECONDS); a permanent refusal of the message itself (5xx for its
+recipient or its content) marks it failed. What would fail every row the same way (the
+server unreachable, TLS, a refused login or sender: a setting to fix, so retried, never
+failed) ends the round after deferring the row in hand.
 
 Synchronous on purpose: one process, one connection, one message at a time; the
 throughput of a shop's transactional mail is far below what that carries.
@@ -50,7 +52,7 @@ CLAIM_SQL = """
 
 
 class SmtpUnreachable(Exception):
-    """No SMTP conversation at all (refused, timed out, TLS failed): stop this round."""
+    """No usable SMTP conversation (refused, timed out, TLS or login failed): stop this round."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,16 +73,24 @@ def send(settings: MailSettings, message) -> None:
         raise SmtpUnreachable(f"{type(exc).__name__}: {exc}") from exc
     with smtp:
         if settings.smtp_starttls:
-            smtp.starttls(context=ssl.create_default_context())
+            smtp.starttls(context=ssl.create_default_context(cafile=settings.smtp_ca_file))
         if settings.smtp_user:
             smtp.login(settings.smtp_user, settings.smtp_password)
         smtp.send_message(message)
 
 
 def _permanent(exc: Exception) -> bool:
+    """The server refused this message for good (not the connection, the login or the sender)."""
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         return all(500 <= code < 600 for code, _ in exc.recipients.values())
-    return isinstance(exc, smtplib.SMTPResponseException) and 500 <= exc.smtp_code < 600
+    return isinstance(exc, smtplib.SMTPDataError) and 500 <= exc.smtp_code < 600
+
+
+def _ends_round(exc: Exception) -> bool:
+    """Every other row would fail the same way now."""
+    return isinstance(exc, (SmtpUnreachable, ssl.SSLError, smtplib.SMTPAuthenticationError,
+                            smtplib.SMTPSenderRefused, smtplib.SMTPNotSupportedError,
+                            smtplib.SMTPServerDisconnected, TimeoutError, ConnectionError))
 
 
 def deliver_one(conn, settings: MailSettings) -> Attempt | None:
@@ -107,8 +117,8 @@ def deliver_one(conn, settings: MailSettings) -> Attempt | None:
                          (attempts, error, delay, row["id"]))
             log.warning("mail_deferred", outbox_id=row["id"], kind=row["kind"], attempts=attempts,
                         retry_in_seconds=delay, error=error)
-            if isinstance(exc, SmtpUnreachable):
-                unreachable = exc
+            if _ends_round(exc):
+                unreachable = SmtpUnreachable(error)
             else:
                 return Attempt(row["id"], "retry")
         else:
