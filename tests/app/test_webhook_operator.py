@@ -12,6 +12,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from payments.webhooks.handlers import HANDLERS
-from tests.app.payments_support import deliver, make_event, query, sign_in  # noqa: F401  (fixtures)
+from tests.app.payments_support import create_user, deliver, make_event, query, sign_in  # noqa: F401  (fixtures)
 
 REPO = Path(__file__).resolve().parents[2]
 UNPROCESSED = "stripe_webhook_events_unprocessed"
@@ -274,3 +275,33 @@ async def test_admin_webhook_endpoints_refuse_anonymous_non_admin_and_form_calls
     assert [e["id"] for e in (await admin.get("/api/admin/webhooks/failed")).json()["events"]] == [event["id"]]
     assert not await product_exists(app, event)
     assert await query(app, "SELECT action FROM audit_logs WHERE action LIKE 'admin.webhook%%'") == []
+
+
+async def test_an_event_that_failed_because_stripe_was_unreachable_is_replayed_with_stripes_current_state(
+        app, deliver, settings, client_for, sign_stripe_payload, settings_env):
+    """The issue's case: a handler that re-fetches from Stripe (a same-second tie of
+    subscription events) while Stripe is unreachable. The failing delivery goes to an app
+    whose STRIPE_API_BASE points at a closed port; the CLI's replay reaches localstripe."""
+    from tests.app.test_subscriptions import stripe_subscription
+    from tests.support.services import free_port
+
+    sub = await stripe_subscription(app, await create_user(app))
+    now = int(time.time())
+    assert (await deliver(make_event("customer.subscription.created", {**sub, "status": "incomplete"},
+                                     created=now))).status_code == 200
+    stripe_down = await client_for(settings, stripe_api_base=f"http://127.0.0.1:{free_port()}",
+                                   stripe_max_network_retries=0, stripe_timeout_seconds=2)
+    updated = make_event("customer.subscription.updated", sub, created=now)  # the same second: a tie
+    payload = json.dumps(updated).encode()
+    failed = await stripe_down.post("/api/webhooks/stripe", content=payload, headers={
+        "Content-Type": "application/json",
+        "Stripe-Signature": sign_stripe_payload(payload, settings.stripe_webhook_secret, None)})
+    assert failed.status_code == 500
+    status = "SELECT status FROM subscriptions WHERE stripe_subscription_id = %s"
+    assert await query(app, status, (sub["id"],)) == [{"status": "incomplete"}]
+
+    replayed = run_cli("webhooks", "replay", updated["id"], env=settings_env)
+
+    assert replayed.returncode == 0, replayed.stderr
+    current = await app.state.stripe.v1.subscriptions.retrieve_async(sub["id"])
+    assert await query(app, status, (sub["id"],)) == [{"status": current["status"]}] == [{"status": "active"}]
