@@ -2,7 +2,7 @@
 # Run the molecule `default` scenario of every role (or of the roles named as arguments),
 # each timed. Needs the Docker engine and the lab base image, which it provides.
 # Scenarios use their own networks and container names, so MOLECULE_JOBS of them
-# (default 2) run side by side: most of their time is spent waiting on dpkg and docker exec.
+# (default 3) run side by side: most of their time is spent waiting on dpkg and docker exec.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
@@ -37,4 +37,4 @@ run_one() {
 }
 export -f run_one
 
-printf '%s\n' "${roles[@]}" | xargs -P "${MOLECULE_JOBS:-2}" -I{} bash -c 'run_one "$@"' _ {} "$logs"
+printf '%s\n' "${roles[@]}" | xargs -P "${MOLECULE_JOBS:-3}" -I{} bash -c 'run_one "$@"' _ {} "$logs"

@@ -8,8 +8,9 @@ Alertmanager sends to its Slack-compatible webhook, its generic webhook and e-ma
 2. A fault makes its alert arrive at the receiver within a bounded time, and the alert
    resolves once the fault is undone: the app container stopped on one app host
    (AppHostDown, checked at all three channels); PostgreSQL stopped on the replica
-   (PostgresDown from its exporter, and PostgresReplicaNotStreaming from the primary's). Each
-   prints how long the alert took to arrive and to resolve.
+   (PostgresDown from its exporter, and PostgresReplicaNotStreaming from the primary's); WAL
+   archiving failing on the primary (PostgresWalArchiveFailing). Each prints how long the
+   alert took to arrive and to resolve.
 
 Faults change the running lab (the load balancer loses an upstream for a minute): selected by
 the `lab_monitoring` marker and run only when LAB_MONITORING=1 (`scripts/lab.sh
@@ -22,6 +23,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections import defaultdict
@@ -184,3 +186,59 @@ def test_the_replica_stopped_alerts_down_and_not_streaming_and_both_resolve(lab)
     print(f"\n{replica} PostgreSQL stopped: PostgresDown at the receiver {down:.0f} s after the stop, "
           f"PostgresReplicaNotStreaming {streaming:.0f} s after; resolved {up:.0f} s and {resumed:.0f} s after "
           f"the start ({restarted - stopped:.0f} s down)")
+
+
+PGBACKREST_CONF = "/etc/pgbackrest/pgbackrest.conf"  # roles/pgbackrest
+
+
+def switch_wal_until(host: str, stop: threading.Event) -> None:
+    """Write a little and close the WAL segment every few seconds, so the archiver has one to
+    push (an idle primary archives nothing)."""
+    while not stop.wait(4):
+        subprocess.run(["docker", "exec", "-u", "postgres", host, "psql", "-qAt",
+                        "-c", "select txid_current()", "-c", "select pg_switch_wal()"],
+                       capture_output=True, timeout=30, check=False)
+
+
+def test_wal_archiving_failing_alerts_and_resolves_when_the_archive_catches_up(lab):
+    """The repository's bucket renamed in the primary's pgBackRest configuration (a mistake an
+    operator can make, and one the lab's S3 stand-in refuses at once: an unreachable endpoint
+    is retried by pgBackRest for minutes before archive_command fails)."""
+    primary = lab["db_primary"]
+    archived_before = int(run_in(primary, "su", "postgres", "-c",
+                                 "psql -qAt -c 'select archived_count from pg_stat_archiver'").strip())
+    run_in(primary, "sh", "-c", f"cp -p {PGBACKREST_CONF} {PGBACKREST_CONF}.lab-test && "
+                                f"sed -i 's/^repo1-s3-bucket=.*/&-missing/' {PGBACKREST_CONF}")
+    since = len(received())
+    broken = time.monotonic()
+    stop = threading.Event()
+    writer = threading.Thread(target=switch_wal_until, args=(primary, stop), daemon=True)
+    writer.start()
+    try:
+        try:
+            failing, _ = wait_for_alert(since, "PostgresWalArchiveFailing", "firing", {"host": primary},
+                                        ALERT_WITHIN)
+        finally:
+            run_in(primary, "mv", f"{PGBACKREST_CONF}.lab-test", PGBACKREST_CONF)
+        fixed = time.monotonic()
+        resolved, _ = wait_for_alert(since, "PostgresWalArchiveFailing", "resolved", {"host": primary},
+                                     RESOLVED_WITHIN)
+    finally:
+        stop.set()
+        writer.join(timeout=60)
+    # Nothing was lost: the segments queued while it failed were archived once it was fixed.
+    deadline = time.monotonic() + 60
+    while (pending := run_in(primary, "sh", "-c", "ls /var/lib/postgresql/15/main/pg_wal/archive_status | "
+                                                  "grep -c '[.]ready$' || true").strip()) != "0":
+        assert time.monotonic() < deadline, f"{pending} WAL segments still wait to be archived on {primary}"
+        time.sleep(2)
+    archived_after = int(run_in(primary, "su", "postgres", "-c",
+                                "psql -qAt -c 'select archived_count from pg_stat_archiver'").strip())
+    assert archived_after > archived_before, (archived_before, archived_after)
+    # The replica, which archives nothing, was never reported.
+    others = [a for a in webhook_alerts(received()[since:])
+              if a["labels"].get("alertname") == "PostgresWalArchiveFailing" and a["labels"].get("host") != primary]
+    assert others == [], others
+    print(f"\n{primary} WAL archiving failing: PostgresWalArchiveFailing at the receiver {failing:.0f} s after "
+          f"the break; resolved {resolved:.0f} s after the fix ({fixed - broken:.0f} s broken, "
+          f"{archived_after - archived_before} segments archived meanwhile and after)")
