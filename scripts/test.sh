@@ -23,7 +23,7 @@ run_stage() {
 for stage in $stages; do
   case $stage in
     lint) run_stage lint bash -c 'yamllint . && ansible-lint --profile production && scripts/promtool-test.sh && actionlint' ;;
-    app) run_stage app python -m pytest tests/app tests/test_support_services.py tests/awx tests/ci ;;
+    app) run_stage app python -m pytest tests/app tests/test_support_services.py tests/awx tests/ci tests/structure ;;
     roles) run_stage roles scripts/molecule-roles.sh ;;
     lab) run_stage lab scripts/lab.sh test ;;
     *) echo "unknown stage $stage" >&2; failed=$((failed + 1)) ;;
