@@ -11,7 +11,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 bootstrap:
 	@scripts/bootstrap.sh
 
-## dev: run the app on http://127.0.0.1:8000 with local PostgreSQL, Redis and localstripe
+## dev: run the app on http://127.0.0.1:8000 with local PostgreSQL, Redis, localstripe, an SMTP sink and the mail worker
 dev: bootstrap
 	$(PY) scripts/dev.py
 

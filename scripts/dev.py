@@ -6,7 +6,9 @@ Starts what the environment does not already point at, with data under .cache/de
 - Redis unless REDIS_URL is set;
 - localstripe and the Stripe stub (roles/lab_services/files/stripe_stub.py) unless STRIPE_API_BASE
   is set; localstripe then sends its webhooks to the app's /api/webhooks/stripe, signed
-  with STRIPE_WEBHOOK_SECRET.
+  with STRIPE_WEBHOOK_SECRET;
+- an SMTP server that keeps every mail in .cache/dev/smtp/maildir (aiosmtpd) unless SMTP_HOST
+  is set, and the mail worker (`python -m payments mail-worker`) that delivers the outbox to it.
 
 Then applies migrations (`python -m payments migrate`), seeds the demo catalog
 (`python -m payments seed --stripe`: in localstripe too, so checkout works) and runs
@@ -46,6 +48,8 @@ DEFAULTS = {
     "STRIPE_SECRET_KEY": "sk_test_dev_localstripe",
     "STRIPE_PUBLISHABLE_KEY": "pk_test_dev_localstripe",
     "STRIPE_WEBHOOK_SECRET": "whsec_dev_localstripe",
+    "MAIL_FROM": "Payments dev <shop@dev.test>",
+    "MAIL_RETRY_BASE_SECONDS": "2",
 }
 
 
@@ -122,7 +126,19 @@ def start_services(env: dict, started: list) -> bool:
         env["STRIPE_API_BASE"] = stub.url
         env.setdefault("STRIPE_JS_URL", f"{stub.url}/js.stripe.com/v3/")
         say(f"localstripe {localstripe.url}, Stripe stub {stub.url} (STRIPE_API_BASE)")
+    if not env.get("SMTP_HOST"):
+        smtp = services.start_smtp_sink(state_dir("smtp"))
+        started.append(smtp)
+        env.update(SMTP_HOST="127.0.0.1", SMTP_PORT=str(smtp.port), SMTP_STARTTLS="false")
+        say(f"SMTP sink   {smtp.url}  (mail kept in {state_dir('smtp') / 'maildir'})")
     return own_stripe
+
+
+def start_mail_worker(env: dict) -> subprocess.Popen:
+    """The outbox's sender beside the app, as on the app hosts; stopped with the app."""
+    say("python -m payments mail-worker")
+    return subprocess.Popen([sys.executable, "-m", "payments", "mail-worker"], env=env, cwd=REPO_ROOT,
+                            process_group=0)
 
 
 def serve(env: dict) -> int:
@@ -180,7 +196,12 @@ def main() -> int:
                 env["STRIPE_WEBHOOK_SECRET"], endpoint_id="dev")
             say(f"localstripe sends webhooks to {app_url}/api/webhooks/stripe")
         say(f"app on {app_url}  (Ctrl-C stops the app and the services)")
-        return serve(env)
+        mail_worker = start_mail_worker(env)
+        try:
+            return serve(env)
+        finally:
+            mail_worker.terminate()
+            mail_worker.wait(20)
     except KeyboardInterrupt:
         return 130
     except services.ServiceError as error:

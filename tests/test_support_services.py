@@ -77,6 +77,22 @@ def test_service_stops_and_frees_its_port(tmp_path):
         socket.create_connection(("127.0.0.1", service.port), timeout=1).close()
 
 
+def test_smtp_sink_keeps_every_message_it_accepts(tmp_path):
+    import mailbox
+    import smtplib
+    from email.message import EmailMessage
+
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = "shop@dev.test", "buyer@dev.test", "Receipt"
+    message["Message-ID"] = "<receipt-1@dev.test>"
+    message.set_content("Thank you.")
+    with services.start_smtp_sink(tmp_path) as sink:
+        with smtplib.SMTP("127.0.0.1", sink.port, timeout=10) as client:
+            client.send_message(message)
+        kept = list(mailbox.Maildir(tmp_path / "maildir", create=False))
+    assert [(m["Message-ID"], m["Subject"]) for m in kept] == [("<receipt-1@dev.test>", "Receipt")]
+
+
 def test_missing_postgres_binaries_fail_with_a_clear_message(monkeypatch):
     monkeypatch.setattr(services.shutil, "which", lambda name: None)
     monkeypatch.setattr(services, "POSTGRES_MAJOR", "0")

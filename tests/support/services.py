@@ -434,6 +434,33 @@ def start_stripe_stub(
     return _start_with_port_retry(start)
 
 
+def start_smtp_sink(directory: str | os.PathLike) -> Service:
+    """A real SMTP server on loopback (aiosmtpd) that keeps every message it accepts in the
+    maildir `directory`/maildir: what `make dev` hands the mail worker instead of a relay."""
+    directory = Path(directory).resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        import aiosmtpd  # noqa: F401
+    except ImportError:
+        raise ServiceError("aiosmtpd is not installed in this Python; install requirements-dev.txt") from None
+    log_path = directory / "smtp.log"
+    maildir = directory / "maildir"
+
+    def start(port: int) -> Service:
+        args = [sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{port}",
+                "-c", "aiosmtpd.handlers.Mailbox", str(maildir)]
+        process = _spawn(args, log_path)
+        service = Service("smtp", f"smtp://127.0.0.1:{port}", port, process, log_path)
+        return service.wait_ready(lambda: _smtp_greets(port), timeout=20, what="the SMTP sink")
+
+    return _start_with_port_retry(start)
+
+
+def _smtp_greets(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        return s.recv(64).startswith(b"220")
+
+
 # -- the app ----------------------------------------------------------------------------
 
 
