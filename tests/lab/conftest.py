@@ -44,4 +44,6 @@ def lab() -> dict:
         "db_replica": hosts("db_replica")[0],
         "cache": hosts("cache")[0],
         "address": {name: values["private_address"] for name, values in hostvars.items()},
+        # The site's public name (inventories/lab/group_vars/all), served by the load balancer.
+        "public_hostname": hostvars[hosts("lb")[0]]["public_hostname"],
     }

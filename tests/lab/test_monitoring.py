@@ -9,8 +9,10 @@ Alertmanager sends to its Slack-compatible webhook, its generic webhook and e-ma
    resolves once the fault is undone: the app container stopped on one app host
    (AppHostDown, checked at all three channels); PostgreSQL stopped on the replica
    (PostgresDown from its exporter, and PostgresReplicaNotStreaming from the primary's); WAL
-   archiving failing on the primary (PostgresWalArchiveFailing). Each prints how long the
-   alert took to arrive and to resolve.
+   archiving failing on the primary (PostgresWalArchiveFailing); nginx stopped on the load
+   balancer (SiteProbeFailing, from the blackbox exporter's HTTPS probe of the site's public
+   name). Each prints how long the alert took to arrive and to resolve.
+3. The probe reads the certificate the site serves: its expiry is the served chain's.
 
 Faults change the running lab (the load balancer loses an upstream for a minute): selected by
 the `lab_monitoring` marker and run only when LAB_MONITORING=1 (`scripts/lab.sh
@@ -242,3 +244,57 @@ def test_wal_archiving_failing_alerts_and_resolves_when_the_archive_catches_up(l
     print(f"\n{primary} WAL archiving failing: PostgresWalArchiveFailing at the receiver {failing:.0f} s after "
           f"the break; resolved {resolved:.0f} s after the fix ({fixed - broken:.0f} s broken, "
           f"{archived_after - archived_before} segments archived meanwhile and after)")
+
+
+PROBE_JOB = "blackbox-https"  # playbooks/group_vars/all/monitoring.yml
+
+
+def probe_values(metric: str) -> dict[str, float]:
+    result = prometheus(f"/api/v1/query?query={metric}{{job=%22{PROBE_JOB}%22}}")["result"]
+    return {r["metric"]["instance"]: float(r["value"][1]) for r in result}
+
+
+def served_chain_expiry(lab) -> float:
+    """notAfter (Unix time) of the certificate the load balancer serves for the public name."""
+    import socket
+    import ssl
+
+    from cryptography import x509
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", 8443), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname=lab["public_hostname"]) as tls:
+            der = tls.getpeercert(binary_form=True)
+    return x509.load_der_x509_certificate(der).not_valid_after_utc.timestamp()
+
+
+def test_the_site_is_probed_over_https_and_its_certificate_expiry_is_the_served_ones(lab):
+    url = f"https://{lab['public_hostname']}/health"
+    deadline = time.monotonic() + 60
+    while probe_values("probe_success").get(url) != 1:
+        assert time.monotonic() < deadline, f"the probe of {url} does not succeed: {probe_values('probe_success')}"
+        time.sleep(3)
+    expiry = probe_values("probe_ssl_earliest_cert_expiry")[url]
+    leaf = served_chain_expiry(lab)
+    # The earliest expiry of the chain: the leaf's, or an intermediate's that ends sooner.
+    assert expiry <= leaf, (expiry, leaf)
+    assert expiry > time.time() + 14 * 86400, f"the served chain expires at {expiry}"
+    firing = [a for a in prometheus("/api/v1/alerts")["alerts"] if a["labels"]["alertname"] == "TlsCertificateExpiringSoon"]
+    assert firing == [], firing
+
+
+def test_nginx_stopped_on_the_load_balancer_alerts_that_the_site_is_down_and_resolves(lab):
+    lb, url = lab["lb"], f"https://{lab['public_hostname']}/health"
+    since = len(received())
+    stopped = time.monotonic()
+    run_in(lb, "systemctl", "stop", "nginx", timeout=60)
+    try:
+        down, _ = wait_for_alert(since, "SiteProbeFailing", "firing", {"instance": url}, ALERT_WITHIN)
+    finally:
+        run_in(lb, "systemctl", "start", "nginx", timeout=60)
+    restarted = time.monotonic()
+    up, _ = wait_for_alert(since, "SiteProbeFailing", "resolved", {"instance": url}, RESOLVED_WITHIN)
+    print(f"\n{lb} nginx stopped: SiteProbeFailing at the receiver {down:.0f} s after the stop; resolved "
+          f"{up:.0f} s after the start ({restarted - stopped:.0f} s down)")
