@@ -23,7 +23,6 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
-from prometheus_client.parser import text_string_to_metric_families
 
 from payments.mail import render
 from tests.app.payments_support import (  # noqa: F401  (fixtures)
@@ -33,6 +32,7 @@ from tests.app.payments_support import (  # noqa: F401  (fixtures)
     order_status,
     payment_intent_object,
     pending_order,
+    scrape,
     query,
 )
 from tests.support.services import free_port
@@ -128,12 +128,6 @@ async def paid_order(app, deliver, *, concurrent_deliveries: int = 1) -> tuple[d
     assert outcomes == sorted(["processed"] + ["duplicate"] * (concurrent_deliveries - 1))
     assert await order_status(app, order["id"]) == "paid"
     return user, order
-
-
-async def scrape(client) -> dict[str, float]:
-    response = await client.get("/metrics")
-    return {sample.name: sample.value for family in text_string_to_metric_families(response.text)
-            for sample in family.samples if not sample.labels}
 
 
 async def test_a_paid_order_delivered_twice_concurrently_sends_exactly_one_receipt(

@@ -15,8 +15,25 @@ from psycopg import sql
 from payments.db import migrate
 from tests.conftest import database_url_for
 
+
 REPO = Path(__file__).resolve().parents[2]
 APP_TABLES = {"users", "products", "prices", "audit_logs"}
+
+
+def rollback_only(url: str, migration_id: str) -> None:
+    """Roll back one migration, as `yoyo rollback` of that id does."""
+    from yoyo import get_backend, read_migrations
+
+    from payments.db import MIGRATIONS_DIR, _yoyo_url
+
+    parts = urlsplit(url)
+    backend = get_backend(_yoyo_url(url, parts.hostname, parts.port))
+    try:
+        migrations = read_migrations(str(MIGRATIONS_DIR))
+        with backend.lock():
+            backend.rollback_migrations(backend.to_rollback(migrations.filter(lambda m: m.id == migration_id)))
+    finally:
+        backend.connection.close()
 
 
 @pytest.fixture
@@ -96,10 +113,6 @@ def test_migrate_follows_a_database_url_of_several_hosts_to_the_primary(empty_da
 def test_the_recovery_points_migration_is_expand_only_and_rolls_back(empty_database_url):
     """0003 adds columns the release before it never names: that release's INSERT of a key
     still works, and gets a lock; the rollback file undoes 0003 alone."""
-    from yoyo import get_backend, read_migrations
-
-    from payments.db import MIGRATIONS_DIR, _yoyo_url
-
     migrate(empty_database_url)
     with psycopg.connect(empty_database_url, autocommit=True) as conn:
         user_id = conn.execute("INSERT INTO users (email, password_hash) VALUES ('old@example.com', 'x')"
@@ -110,15 +123,7 @@ def test_the_recovery_points_migration_is_expand_only_and_rolls_back(empty_datab
         assert conn.execute("SELECT order_id IS NULL, locked_at IS NOT NULL FROM idempotency_keys").fetchone() == (
             True, True)
 
-    parts = urlsplit(empty_database_url)
-    backend = get_backend(_yoyo_url(empty_database_url, parts.hostname, parts.port))
-    try:
-        migrations = read_migrations(str(MIGRATIONS_DIR))
-        with backend.lock():
-            backend.rollback_migrations(backend.to_rollback(migrations.filter(
-                lambda m: m.id == "0003_idempotency_recovery_points")))
-    finally:
-        backend.connection.close()
+    rollback_only(empty_database_url, "0003_idempotency_recovery_points")
     with psycopg.connect(empty_database_url) as conn:
         columns = {row[0] for row in conn.execute(
             "SELECT column_name FROM information_schema.columns WHERE table_name = 'idempotency_keys'")}
@@ -170,19 +175,7 @@ def test_the_webhook_backlog_query_reads_stripe_events_by_primary_key_and_failur
 
 
 def test_the_webhook_backlog_index_migration_rolls_back_alone(database_url):
-    from yoyo import get_backend, read_migrations
-
-    from payments.db import MIGRATIONS_DIR, _yoyo_url
-
-    parts = urlsplit(database_url)
-    backend = get_backend(_yoyo_url(database_url, parts.hostname, parts.port))
-    try:
-        migrations = read_migrations(str(MIGRATIONS_DIR))
-        with backend.lock():
-            backend.rollback_migrations(backend.to_rollback(migrations.filter(
-                lambda m: m.id == "0004_webhook_failures_backlog_index")))
-    finally:
-        backend.connection.close()
+    rollback_only(database_url, "0004_webhook_failures_backlog_index")
     with psycopg.connect(database_url) as conn:
         indexes = {row[0] for row in conn.execute(
             "SELECT indexname FROM pg_indexes WHERE tablename = 'webhook_failures'")}
@@ -193,10 +186,6 @@ def test_the_webhook_backlog_index_migration_rolls_back_alone(database_url):
 def test_the_ignored_reason_migration_is_expand_only_and_rolls_back_alone(database_url):
     """0005 adds a nullable column without a default (the release before it inserts events
     without naming it), and its rollback drops only that column."""
-    from yoyo import get_backend, read_migrations
-
-    from payments.db import MIGRATIONS_DIR, _yoyo_url
-
     column = ("SELECT is_nullable, column_default FROM information_schema.columns"
               " WHERE table_name = 'stripe_events' AND column_name = 'ignored_reason'")
     with psycopg.connect(database_url) as conn:
@@ -204,15 +193,7 @@ def test_the_ignored_reason_migration_is_expand_only_and_rolls_back_alone(databa
         # What the previous release writes still goes in.
         conn.execute("INSERT INTO stripe_events (id, type, created, payload, status, processed_at)"
                      " VALUES ('evt_old_release', 'product.created', now(), '{}', 'processed', now())")
-    parts = urlsplit(database_url)
-    backend = get_backend(_yoyo_url(database_url, parts.hostname, parts.port))
-    try:
-        migrations = read_migrations(str(MIGRATIONS_DIR))
-        with backend.lock():
-            backend.rollback_migrations(backend.to_rollback(migrations.filter(
-                lambda m: m.id == "0005_webhook_ignored_reason")))
-    finally:
-        backend.connection.close()
+    rollback_only(database_url, "0005_webhook_ignored_reason")
     with psycopg.connect(database_url) as conn:
         assert conn.execute(column).fetchall() == []
         assert conn.execute("SELECT count(*) FROM stripe_events").fetchone() == (1,)
@@ -220,18 +201,7 @@ def test_the_ignored_reason_migration_is_expand_only_and_rolls_back_alone(databa
 
 
 def test_the_mail_outbox_migration_rolls_back_alone(database_url):
-    from yoyo import get_backend, read_migrations
-
-    from payments.db import MIGRATIONS_DIR, _yoyo_url
-
     assert "mail_outbox" in tables(database_url)
-    parts = urlsplit(database_url)
-    backend = get_backend(_yoyo_url(database_url, parts.hostname, parts.port))
-    try:
-        migrations = read_migrations(str(MIGRATIONS_DIR))
-        with backend.lock():
-            backend.rollback_migrations(backend.to_rollback(migrations.filter(lambda m: m.id == "0006_mail_outbox")))
-    finally:
-        backend.connection.close()
+    rollback_only(database_url, "0006_mail_outbox")
     assert "mail_outbox" not in tables(database_url) and "stripe_events" in tables(database_url)
     assert migrate(database_url) == ["0006_mail_outbox"]

@@ -9,49 +9,18 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 
 import psycopg
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from payments.webhooks import backlog
-from payments.webhooks.handlers import HANDLERS
-from tests.app.payments_support import count, deliver, make_event, query  # noqa: F401  (fixtures)
+from tests.app.payments_support import (  # noqa: F401  (fixtures)
+    count, deliver, failing_ids, make_event, product_event, query, scrape)
 from tests.support.services import free_port
 
 UNPROCESSED = "stripe_webhook_events_unprocessed"
 OLDEST_AGE = "stripe_webhook_oldest_unprocessed_age_seconds"
 QUERY_ERRORS = "stripe_webhook_backlog_query_errors_total"
-
-
-async def scrape(client) -> dict[str, float]:
-    """Unlabelled samples of one GET /metrics, by name."""
-    response = await client.get("/metrics")
-    assert response.status_code == 200
-    return {sample.name: sample.value
-            for family in text_string_to_metric_families(response.text)
-            for sample in family.samples if not sample.labels}
-
-
-def product_event() -> dict:
-    product_id = f"prod_{uuid.uuid4().hex[:12]}"
-    return make_event("product.created", {"id": product_id, "name": f"Product {product_id}"})
-
-
-@pytest.fixture
-def failing_ids(monkeypatch) -> set[str]:
-    """Event ids whose product.created handler raises (remove an id to let a retry succeed)."""
-    ids: set[str] = set()
-    real_handler = HANDLERS["product.created"]
-
-    async def fails_for_listed_ids(context, event):
-        if event["id"] in ids:
-            raise RuntimeError("catalog store unavailable")
-        await real_handler(context, event)
-
-    monkeypatch.setitem(HANDLERS, "product.created", fails_for_listed_ids)
-    return ids
 
 
 async def age_failures(app, event_id: str, seconds: int) -> None:

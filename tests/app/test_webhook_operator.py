@@ -13,14 +13,11 @@ import json
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
-import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
 from payments.webhooks.handlers import HANDLERS
-from tests.app.payments_support import create_user, deliver, make_event, query, sign_in  # noqa: F401  (fixtures)
+from tests.app.payments_support import (  # noqa: F401  (fixtures)
+    create_user, deliver, failing_ids, make_event, product_event, query, scrape, sign_in)
 
 REPO = Path(__file__).resolve().parents[2]
 UNPROCESSED = "stripe_webhook_events_unprocessed"
@@ -31,34 +28,6 @@ ERROR = "RuntimeError: catalog store unavailable"
 def run_cli(*args, env):
     return subprocess.run([sys.executable, "-m", "payments", *args], cwd=REPO / "app",
                           env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True, timeout=120)
-
-
-async def scrape(client) -> dict[str, float]:
-    response = await client.get("/metrics")
-    assert response.status_code == 200
-    return {sample.name: sample.value
-            for family in text_string_to_metric_families(response.text)
-            for sample in family.samples if not sample.labels}
-
-
-def product_event() -> dict:
-    product_id = f"prod_{uuid.uuid4().hex[:12]}"
-    return make_event("product.created", {"id": product_id, "name": f"Product {product_id}"})
-
-
-@pytest.fixture
-def failing_ids(monkeypatch) -> set[str]:
-    """Event ids whose product.created handler raises in this process (remove an id: fixed)."""
-    ids: set[str] = set()
-    real_handler = HANDLERS["product.created"]
-
-    async def fails_for_listed_ids(context, event):
-        if event["id"] in ids:
-            raise RuntimeError("catalog store unavailable")
-        await real_handler(context, event)
-
-    monkeypatch.setitem(HANDLERS, "product.created", fails_for_listed_ids)
-    return ids
 
 
 async def failed_delivery(deliver, failing_ids, *, attempts: int = 1) -> dict:
