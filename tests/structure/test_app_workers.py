@@ -5,12 +5,7 @@ stack.yml): the app role runs that many, and PostgreSQL's connection budget
 from __future__ import annotations
 
 from tests.awx.definitions import ROOT
-from tests.structure.test_postgresql_version import debug_messages
-
-
-def stack_value(inventory, host: str, expression: str):
-    return debug_messages(["ansible", host, "-i", str(inventory), "--playbook-dir", "playbooks",
-                           "-m", "ansible.builtin.debug", "-a", f"msg={{{{ {expression} }}}}"])[-1]
+from tests.structure.ansible_vars import stack_value
 
 
 def test_the_connection_budget_counts_the_workers_each_app_host_runs(tmp_path):
@@ -19,8 +14,8 @@ def test_the_connection_budget_counts_the_workers_each_app_host_runs(tmp_path):
     # app1 on a tier of 4 vCPUs, app2 on one that says 0: it still runs one worker.
     (tmp_path / "host_vars" / "app1.yml").write_text("tier: {name: big, vcpus: 4, memory_mb: 8192}\n")
     (tmp_path / "host_vars" / "app2.yml").write_text("tier: {name: odd, vcpus: 0, memory_mb: 1024}\n")
-    workers = [int(stack_value(tmp_path, host, "stack_app_workers")) for host in ("app1", "app2")]
+    workers = [int(stack_value(host, "stack_app_workers", "-i", str(tmp_path))) for host in ("app1", "app2")]
     assert workers == [4, 1]
-    pool = int(stack_value(tmp_path, "db1", "stack_app_db_pool_size"))
-    headroom = int(stack_value(tmp_path, "db1", "stack_db_connection_headroom"))
-    assert int(stack_value(tmp_path, "db1", "postgresql_max_connections")) == sum(workers) * pool + headroom
+    budget = stack_value("db1", "{'pool': stack_app_db_pool_size, 'headroom': stack_db_connection_headroom, "
+                                "'max': postgresql_max_connections}", "-i", str(tmp_path))
+    assert int(budget["max"]) == sum(workers) * int(budget["pool"]) + int(budget["headroom"])

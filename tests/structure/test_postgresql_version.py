@@ -4,24 +4,10 @@ path of roles/postgresql, roles/pgbackrest and the playbooks derives from it. Re
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-
 import pytest
 
 from tests.awx.definitions import ROOT
-
-ENV = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "json", "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
-       "ANSIBLE_DEPRECATION_WARNINGS": "0"}
-
-
-def debug_messages(command: list[str]) -> list:
-    result = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    report = json.loads(result.stdout[result.stdout.index("{"):])
-    return [host_result["msg"] for play in report["plays"] for task in play["tasks"]
-            for host_result in task["hosts"].values() if "msg" in host_result]
+from tests.structure.ansible_vars import debug_messages, stack_value
 
 
 def role_paths(*extra: str) -> dict:
@@ -29,14 +15,11 @@ def role_paths(*extra: str) -> dict:
 
 
 def stack_paths(*extra: str) -> dict:
-    """The stack's paths on the lab's primary, from playbooks/group_vars (ad hoc, with the
-    playbooks' folder as the playbook directory: `debug` runs on the controller)."""
-    template = ("{{ {'version': stack_postgresql_version, 'bin_dir': stack_postgresql_bin_dir, "
-                "'data_dir': stack_postgresql_data_dir, 'scratch': stack_postgresql_scratch_path, "
-                "'unit': stack_postgresql_unit, 'pgbackrest_pg_version': pgbackrest_pg_version, "
-                "'pgbackrest_pg_path': pgbackrest_pg_path} }}")
-    return debug_messages(["ansible", "db1", "--playbook-dir", "playbooks", "-m", "ansible.builtin.debug",
-                           "-a", f"msg={template}", *extra])[-1]
+    """The stack's paths on the lab's primary, from playbooks/group_vars."""
+    return stack_value("db1", "{'version': stack_postgresql_version, 'bin_dir': stack_postgresql_bin_dir, "
+                              "'data_dir': stack_postgresql_data_dir, 'scratch': stack_postgresql_scratch_path, "
+                              "'unit': stack_postgresql_unit, 'pgbackrest_pg_version': pgbackrest_pg_version, "
+                              "'pgbackrest_pg_path': pgbackrest_pg_path}", *extra)
 
 
 @pytest.mark.parametrize("version", ["15", "16"])
