@@ -202,13 +202,17 @@ def switch_wal_until(host: str, stop: threading.Event) -> None:
                        capture_output=True, timeout=30, check=False)
 
 
+def archived_count(host: str) -> int:
+    """WAL segments the host's archiver has pushed since the statistics were reset."""
+    return int(run_in(host, "su", "postgres", "-c", "psql -qAt -c 'select archived_count from pg_stat_archiver'"))
+
+
 def test_wal_archiving_failing_alerts_and_resolves_when_the_archive_catches_up(lab):
     """The repository's bucket renamed in the primary's pgBackRest configuration (a mistake an
     operator can make, and one the lab's S3 stand-in refuses at once: an unreachable endpoint
     is retried by pgBackRest for minutes before archive_command fails)."""
     primary = lab["db_primary"]
-    archived_before = int(run_in(primary, "su", "postgres", "-c",
-                                 "psql -qAt -c 'select archived_count from pg_stat_archiver'").strip())
+    archived_before = archived_count(primary)
     run_in(primary, "sh", "-c", f"cp -p {PGBACKREST_CONF} {PGBACKREST_CONF}.lab-test && "
                                 f"sed -i 's/^repo1-s3-bucket=.*/&-missing/' {PGBACKREST_CONF}")
     since = len(received())
@@ -234,8 +238,7 @@ def test_wal_archiving_failing_alerts_and_resolves_when_the_archive_catches_up(l
                                                   "grep -c '[.]ready$' || true").strip()) != "0":
         assert time.monotonic() < deadline, f"{pending} WAL segments still wait to be archived on {primary}"
         time.sleep(2)
-    archived_after = int(run_in(primary, "su", "postgres", "-c",
-                                "psql -qAt -c 'select archived_count from pg_stat_archiver'").strip())
+    archived_after = archived_count(primary)
     assert archived_after > archived_before, (archived_before, archived_after)
     # The replica, which archives nothing, was never reported.
     others = [a for a in webhook_alerts(received()[since:])
